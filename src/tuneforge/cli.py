@@ -1,0 +1,149 @@
+"""The command line: parse, call a pipeline, print. No logic of its own; heavy imports happen in commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Callable
+
+HELP = """tuneforge: fine-tune a pretrained model on your data, evaluate it honestly against baselines.
+
+  tuneforge quickstart                         fine-tune MiniLM on BBC News topics (CPU, a few minutes)
+  tuneforge train cfg.yaml [key.sub=value ...] one run from a YAML config (see: tuneforge config keys)
+  tuneforge predict RUN_DIR --text "..."       label new text with a trained run
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tuneforge", description=HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser("train", help="fine-tune from a YAML config (train --help lists every config key)")
+    _train_args(train)
+
+    quick = sub.add_parser("quickstart", help="fine-tune MiniLM on BBC News topics and compare with baselines")
+    quick.add_argument("--output", help="run folder (default runs/quickstart-bbc-<timestamp>)")
+    quick.add_argument("overrides", nargs="*", help="key.sub=value overrides of the quickstart config")
+
+    predict = sub.add_parser("predict", help="label text with a trained run")
+    predict.add_argument("run_dir", help="run folder written by tuneforge train")
+    group = predict.add_mutually_exclusive_group(required=True)
+    group.add_argument("--text", action="append", help="a text to label (repeatable)")
+    group.add_argument("--file", help="CSV file with a text column")
+    predict.add_argument("--output", help="output CSV for --file (default: <file>.predictions.csv)")
+    predict.add_argument("--text-column", default="text", help="text column of --file (default: text)")
+
+    config = sub.add_parser("config", help="validate or show a config; list every config key")
+    config_sub = config.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, text in (("validate", "check a config and its overrides"),
+                         ("show", "print the resolved config with every default")):
+        p = config_sub.add_parser(action, help=text)
+        p.add_argument("config", help="YAML run config")
+        p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    config_sub.add_parser("keys", help="every config key with its type, default and description")
+    return parser
+
+
+def _train_args(train: argparse.ArgumentParser) -> None:
+    train.add_argument("config", help="YAML run config")
+    train.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.epochs=1 method.r=4")
+    train.add_argument("--output", help="run folder (default runs/<name>-<timestamp>)")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    train.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints/ after a finished run")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"] and any(a in ("-h", "--help") for a in argv[1:]):
+        return _train_help()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    commands: dict[str, Callable[[Any], int]] = {"train": _train, "quickstart": _quickstart,
+                                                 "predict": _predict, "config": _config}
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted; continue with: tuneforge train CONFIG --output RUN_DIR --resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
+        from tuneforge.errors import UserError
+
+        if args.debug:
+            raise
+        if isinstance(exc, UserError):
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        raise
+
+
+def _train_help() -> int:
+    parser = argparse.ArgumentParser(prog="tuneforge train", description="Fine-tune from a YAML run config.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _train_args(parser)
+    from tuneforge.config.help import describe_keys
+
+    print(parser.format_help() + "\nconfig keys (override any with key.sub=value):\n" + describe_keys())
+    return 0
+
+
+def _train(args: Any) -> int:
+    from tuneforge.config import load_config
+    from tuneforge.pipelines.finetune import finetune
+    from tuneforge.summary import print_summary
+
+    config = load_config(args.config, args.overrides)
+    result = finetune(config, output=args.output, resume=args.resume, keep_checkpoints=args.keep_checkpoints)
+    print_summary(result)
+    return 0
+
+
+def _quickstart(args: Any) -> int:
+    from tuneforge.pipelines.quickstart import quickstart
+    from tuneforge.summary import print_summary
+
+    result = quickstart(output=args.output, overrides=args.overrides)
+    print_summary(result)
+    return 0
+
+
+def _predict(args: Any) -> int:
+    import json
+
+    from tuneforge.pipelines.predict import load_predictor, predict_file
+
+    predictor = load_predictor(args.run_dir)
+    if args.file:
+        output = args.output or f"{os.path.splitext(args.file)[0]}.predictions.csv"
+        count = predict_file(predictor, args.file, output, args.text_column)
+        print(f"labelled {count} rows -> {output}")
+        return 0
+    for text, result in zip(args.text, predictor.predict(args.text)):
+        print(json.dumps({"text": text, **result}, ensure_ascii=False))
+    return 0
+
+
+def _config(args: Any) -> int:
+    from tuneforge.config import dump_config, load_config
+
+    if args.action == "keys":
+        from tuneforge.config.help import describe_keys
+
+        print(describe_keys())
+        return 0
+    config = load_config(args.config, args.overrides)
+    if args.action == "show":
+        print(dump_config(config), end="")
+    else:
+        print(f"{args.config}: valid ({config.model.task}, method {config.method.name})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

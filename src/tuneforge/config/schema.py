@@ -1,0 +1,140 @@
+"""The run config schema. Each field is documented once; the descriptions feed ``--help``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+Task = Literal["sequence-classification"]
+
+
+class ModelConfig(Section):
+    name: str = Field(
+        description="Base model: a local folder, a .gguf file, an offline short name (minilm, smollm2-135m) "
+        "or a Hugging Face hub id."
+    )
+    task: Task = Field("sequence-classification", description="What the model learns to do.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when loading from the hub.")
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the hub.")
+
+
+class SplitConfig(Section):
+    train: float = Field(0.7, gt=0, lt=1, description="Share of rows for training.")
+    validation: float = Field(0.15, ge=0, lt=1, description="Share of rows for validation (model selection).")
+    test: float = Field(0.15, gt=0, lt=1, description="Share of rows for the held-out test, read once at the end.")
+    stratify: bool = Field(True, description="Keep class proportions equal across splits.")
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validation + test must sum to 1, got {total:g}")
+        return self
+
+
+class CleanConfig(Section):
+    normalize_unicode: bool = Field(True, description="Unicode NFC normalization and mojibake repair (ftfy).")
+    strip_control: bool = Field(True, description="Remove control and zero-width characters.")
+    collapse_whitespace: bool = Field(True, description="Collapse runs of whitespace and trim.")
+    drop_empty: bool = Field(True, description="Drop rows whose text is empty after cleaning.")
+    dedup_exact: bool = Field(True, description="Drop exact duplicate texts (after cleaning).")
+    dedup_near: bool = Field(True, description="Drop near duplicates (same words ignoring case/punctuation, "
+                             "or MinHash Jaccard similarity above near_threshold).")
+    near_threshold: float = Field(0.9, gt=0, le=1, description="Jaccard similarity of word 3-grams above which "
+                                  "two texts are near duplicates.")
+
+
+class DataConfig(Section):
+    path: str = Field(description="csv | json | jsonl | parquet file, a folder of <label>/*.txt, or a saved "
+                      "Hugging Face dataset (save_to_disk folder).")
+    format: Literal["auto", "csv", "json", "jsonl", "parquet", "folder", "hf"] = Field(
+        "auto", description="File format; auto detects it from the path.")
+    text_column: str = Field("text", description="Column holding the input text.")
+    label_column: str = Field("label", description="Column holding the label.")
+    hf_split: str | None = Field(None, description="Which split of a saved DatasetDict to read (default: all).")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="Train/validation/test proportions.")
+    max_length: int = Field(128, ge=8, le=32768, description="Maximum tokens per example (longer ones are truncated).")
+    clean: CleanConfig = Field(default_factory=CleanConfig, description="Cleaning steps, each counted in data_report.json.")
+    on_bad_rows: Literal["error", "skip"] = Field(
+        "error", description="A malformed row: stop with its file and line (error) or drop and count it (skip).")
+    max_rows: int | None = Field(None, ge=10, description="Use at most this many rows (a seeded stratified sample).")
+    min_examples_per_class: int = Field(
+        0, ge=0, description="Drop classes with fewer examples (counted); 0 keeps all and errors if one cannot be split.")
+
+
+class MethodConfig(Section):
+    """Base of every method's config; the registry maps ``name`` to the concrete class."""
+
+    name: str = Field(description="Fine-tuning method: full | freeze | lora.")
+
+
+class EarlyStoppingConfig(Section):
+    metric: Literal["macro_f1", "accuracy", "weighted_f1", "loss"] = Field(
+        "macro_f1", description="Validation metric that selects the best checkpoint and drives early stopping.")
+    patience: int = Field(2, ge=1, description="Evaluations without improvement before training stops.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
+
+
+class TrainConfig(Section):
+    epochs: float = Field(3, gt=0, description="Passes over the training data.")
+    batch_size: int = Field(16, ge=1, description="Examples per device per step.")
+    eval_batch_size: int | None = Field(None, ge=1, description="Batch size for evaluation (default: 2 x batch_size).")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Steps whose gradients add up before an update.")
+    learning_rate: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming up the learning rate.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="Learning-rate schedule after warm-up.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    seed: int = Field(42, description="Seed for data order, initialisation and the adapter (set before it is created).")
+    eval_strategy: Literal["epoch", "steps"] = Field("epoch", description="Validate every epoch or every eval_steps.")
+    eval_steps: int | None = Field(None, ge=1, description="Validate every N optimizer steps (eval_strategy: steps).")
+    early_stopping: EarlyStoppingConfig | None = Field(
+        default_factory=EarlyStoppingConfig, description="Early stopping on validation; null disables it.")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept (the best one is always kept).")
+    logging_steps: int = Field(10, ge=1, description="Log training loss every N steps.")
+    num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice).")
+
+    @model_validator(mode="after")
+    def _steps_need_eval_steps(self) -> TrainConfig:
+        if self.eval_strategy == "steps" and self.eval_steps is None:
+            raise ValueError("eval_strategy 'steps' needs eval_steps (e.g. train.eval_steps=100)")
+        return self
+
+
+class EvaluationConfig(Section):
+    baselines: list[Literal["majority", "linear_probe"]] = Field(
+        default_factory=lambda: ["majority", "linear_probe"], description="Baselines scored on the same test split.")
+    bootstrap_samples: int = Field(1000, ge=100, description="Bootstrap resamples for confidence intervals.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the intervals.")
+
+
+class RunConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name (used in the run folder name).")
+    model: ModelConfig = Field(description="The base model and task.")
+    data: DataConfig = Field(description="Where the data is and how to prepare it.")
+    method: SerializeAsAny[MethodConfig] = Field(default_factory=lambda: MethodConfig(name="lora"), description="Fine-tuning method.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training loop settings.")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Test-time evaluation.")
+    output_dir: str | None = Field(None, description="Run folder (default: runs/<name>-<timestamp>).")
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _concrete_method(cls, value: Any) -> Any:
+        from tuneforge.methods.registry import validate_method
+
+        if isinstance(value, MethodConfig):
+            value = value.model_dump()
+        if isinstance(value, str):
+            value = {"name": value}
+        if not isinstance(value, dict):
+            raise ValueError("must be a mapping with a 'name' key, e.g. {name: lora, r: 8}")
+        return validate_method({"name": "lora", **value})

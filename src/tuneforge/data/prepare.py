@@ -1,0 +1,82 @@
+"""The data stage of a run: load -> clean -> check labels -> split -> check leakage, with a report."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from tuneforge.config.schema import DataConfig
+from tuneforge.data.cleaning import clean_rows
+from tuneforge.data.sources import Row, load_rows
+from tuneforge.data.splitting import SPLITS, check_labels, overlap_counts, remove_leakage, sample_rows, \
+    stratified_split
+
+
+@dataclass
+class PreparedData:
+    splits: dict[str, list[Row]]
+    labels: list[str]
+    report: dict[str, Any]
+
+    def texts(self, split: str) -> list[str]:
+        return [row.text or "" for row in self.splits[split]]
+
+    def label_ids(self, split: str) -> list[int]:
+        index = {label: i for i, label in enumerate(self.labels)}
+        return [index[str(row.label)] for row in self.splits[split]]
+
+
+def prepare_data(config: DataConfig, seed: int) -> PreparedData:
+    loaded = load_rows(config.path, config.format, config.text_column, config.label_column,
+                       config.on_bad_rows, config.hf_split)
+    cleaned = clean_rows(loaded.rows, config.clean)
+    rows, rare_dropped = check_labels(cleaned.rows, config.split, config.min_examples_per_class)
+    before_sample = len(rows)
+    if config.max_rows:
+        rows = sample_rows(rows, config.max_rows, seed)
+    parts = stratified_split(rows, config.split, seed)
+    leaked = remove_leakage(parts)
+    labels = sorted({str(row.label) for row in rows})
+
+    dropped = dict(cleaned.dropped)
+    if loaded.bad_rows:
+        dropped["malformed_row"] = len(loaded.bad_rows)
+    if rare_dropped:
+        dropped["rare_class"] = sum(rare_dropped.values())
+    if config.max_rows and before_sample > len(rows):
+        dropped["not_sampled (data.max_rows)"] = before_sample - len(rows)
+    for name, count in leaked.items():
+        if count:
+            dropped[f"leaked_into_{name}"] = count
+    kept = sum(len(part) for part in parts.values())
+    assert len(loaded.rows) == kept + sum(dropped.values()), "every row is kept or counted as dropped"
+    report = {
+        "source": {"path": str(config.path), "format": loaded.format, "rows_read": len(loaded.rows)},
+        "cleaning": {
+            "modified": dict(cleaned.modified),
+            "dropped": dropped,
+            "dropped_total": sum(dropped.values()),
+            "examples": {**dict(cleaned.examples), **({"malformed_row": loaded.bad_rows[:5]} if loaded.bad_rows else {})},
+            "rare_classes_dropped": rare_dropped,
+        },
+        "rows_kept": kept,
+        "labels": labels,
+        "splits": {name: {"rows": len(parts[name]),
+                          "per_class": dict(sorted(Counter(str(r.label) for r in parts[name]).items()))}
+                   for name in SPLITS},
+        "leakage": {"overlapping_texts": overlap_counts(parts), "removed": leaked},
+    }
+    return PreparedData(splits=parts, labels=labels, report=report)
+
+
+def token_length_stats(lengths: list[int], max_length: int) -> dict[str, float]:
+    import numpy as np
+
+    if not lengths:
+        return {}
+    array = np.asarray(lengths)
+    return {"min": int(array.min()), "mean": round(float(array.mean()), 1), "p50": float(np.percentile(array, 50)),
+            "p95": float(np.percentile(array, 95)), "max": int(array.max()),
+            "truncated": int((array > max_length).sum()),
+            "truncated_pct": round(100 * float((array > max_length).mean()), 2)}

@@ -1,0 +1,1 @@
+"""Evaluation: metrics with bootstrap intervals, baselines, and the report."""

@@ -1,0 +1,189 @@
+"""report.html: one self-contained page (plots inlined as PNG data URIs) built from the run folder's files.
+
+It reads only artifacts (metrics.json, data_report.json, params.json, train_log.jsonl, config.yaml), so the
+numbers on the page are the numbers in the files.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from tuneforge.io import atomic_write_text
+from tuneforge.training.callbacks import read_log
+
+SHOWN = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "weighted_f1")
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.ci{color:#777;font-size:.85em}
+.win{background:#e8f5e9}.lose{background:#ffebee}img{max-width:100%}pre{background:#f7f7f7;padding:1em}
+.grid{display:flex;flex-wrap:wrap;gap:1em}.grid img{max-width:520px}"""
+
+
+def fmt(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def write_report(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    data_report = json.loads((run_dir / "data_report.json").read_text())
+    params = json.loads((run_dir / "params.json").read_text())
+    log = read_log(run_dir / "train_log.jsonl")
+    config_text = (run_dir / "config.yaml").read_text()
+    name = config_text.split("\n", 1)[0].removeprefix("name:").strip()
+    test = metrics["test"]
+    parts = [
+        f"<h1>tuneforge run: {html.escape(name)}</h1>",
+        f"<p>Test split: {test['finetuned']['n']} examples, read once after training. Intervals: "
+        f"{int(test['confidence'] * 100)}% bootstrap ({test['bootstrap_samples']} resamples, the same resamples "
+        f"for every model). Run time {metrics.get('seconds', '?')} s.</p>",
+        "<h2>Fine-tuned model vs baselines (test split)</h2>", _comparison_table(test),
+        "<h2>Difference from each baseline (paired bootstrap)</h2>", _difference_table(test),
+        "<h2>Training</h2>", _training_plots(log), _training_facts(metrics, params),
+        "<h2>Per class (fine-tuned)</h2>", _per_class_table(test["finetuned"]),
+        "<h2>Confusion matrix (fine-tuned, test split)</h2>", _img(_confusion_plot(test["finetuned"])),
+        "<h2>Data</h2>", _data_section(data_report),
+        "<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>",
+    ]
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>tuneforge: {html.escape(name)}</title>"
+            f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+    return atomic_write_text(run_dir / "report.html", page)
+
+
+def _cell(figures: dict[str, Any], metric: str) -> str:
+    low, high = figures[f"{metric}_ci"]
+    return f"<td>{fmt(figures[metric])}<br><span class='ci'>[{fmt(low)}, {fmt(high)}]</span></td>"
+
+
+def _comparison_table(test: dict[str, Any]) -> str:
+    models = {"fine-tuned": test["finetuned"], **{f"baseline: {k}": v for k, v in test["baselines"].items()}}
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in models)
+    rows = "".join(f"<tr><td>{metric}</td>{''.join(_cell(f, metric) for f in models.values())}</tr>"
+                   for metric in SHOWN)
+    return f"<table id='comparison'><tr><th>metric</th>{head}</tr>{rows}</table>"
+
+
+def _difference_table(test: dict[str, Any]) -> str:
+    diffs = test.get("finetuned_minus_baseline", {})
+    if not diffs:
+        return "<p>No baselines were run.</p>"
+    head = "".join(f"<th>fine-tuned − {html.escape(name)}</th>" for name in diffs)
+    rows = []
+    for metric in SHOWN:
+        cells = []
+        for figures in diffs.values():
+            low, high = figures[f"{metric}_ci"]
+            verdict = "win" if low > 0 else "lose" if high < 0 else ""
+            cells.append(f"<td class='{verdict}'>{figures[metric]:+.4f}<br>"
+                         f"<span class='ci'>[{low:+.4f}, {high:+.4f}]</span></td>")
+        rows.append(f"<tr><td>{metric}</td>{''.join(cells)}</tr>")
+    return (f"<table id='differences'><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
+            "<p class='ci'>Green: the interval is above zero; red: below zero; plain: not distinguishable.</p>")
+
+
+def _per_class_table(figures: dict[str, Any]) -> str:
+    rows = []
+    for label, f in figures["per_class"].items():
+        cells = "".join(_cell(f, m) for m in ("precision", "recall", "f1"))
+        rows.append(f"<tr><td>{html.escape(label)}</td>{cells}<td>{f['support']}</td></tr>")
+    return ("<table id='per-class'><tr><th>class</th><th>precision</th><th>recall</th><th>f1</th><th>support</th>"
+            f"</tr>{''.join(rows)}</table>")
+
+
+def _training_facts(metrics: dict[str, Any], params: dict[str, Any]) -> str:
+    training, validation = metrics.get("training", {}), metrics.get("validation", {})
+    facts = {
+        "method": training.get("method"),
+        "trainable parameters": f"{params['trainable']:,} of {params['total']:,} ({params['trainable_pct']:.2f}%)",
+        "epochs run / max": f"{training.get('epochs_run')} / {training.get('max_epochs')}",
+        "optimizer steps": training.get("global_steps"),
+        "best validation metric": validation.get("best_metric"),
+        "best checkpoint (restored)": validation.get("best_checkpoint"),
+    }
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
+    return f"<table id='training'>{rows}</table>"
+
+
+def _data_section(report: dict[str, Any]) -> str:
+    labels = report["labels"]
+    splits = report["splits"]
+    head = "".join(f"<th>{name}</th>" for name in splits)
+    rows = "".join(f"<tr><td>{html.escape(label)}</td>"
+                   + "".join(f"<td>{splits[s]['per_class'].get(label, 0)}</td>" for s in splits) + "</tr>"
+                   for label in labels)
+    totals = "<tr><th>total</th>" + "".join(f"<th>{splits[s]['rows']}</th>" for s in splits) + "</tr>"
+    cleaning = report["cleaning"]
+    dropped = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in cleaning["dropped"].items())
+    modified = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in cleaning["modified"].items())
+    lengths = report.get("token_lengths", {})
+    length_rows = "".join(
+        f"<tr><td>{s}</td>" + "".join(f"<td>{v.get(k, '')}</td>" for k in ("mean", "p50", "p95", "max",
+                                                                         "truncated", "truncated_pct")) + "</tr>"
+        for s, v in lengths.items())
+    return (f"<p>{report['source']['rows_read']} rows read from {html.escape(report['source']['path'])} "
+            f"({report['source']['format']}); {report['rows_kept']} kept. Leakage between splits: "
+            f"{html.escape(json.dumps(report['leakage']['overlapping_texts']))}.</p>"
+            f"<div class='grid'><table id='splits'><tr><th>class</th>{head}</tr>{rows}{totals}</table>"
+            f"<table id='dropped'><tr><th>dropped</th><th>rows</th></tr>{dropped or '<tr><td>none</td><td>0</td></tr>'}"
+            f"</table><table><tr><th>changed (kept)</th><th>rows</th></tr>{modified}</table></div>"
+            "<table id='lengths'><tr><th>split</th><th>mean tokens</th><th>p50</th><th>p95</th><th>max</th>"
+            f"<th>truncated</th><th>truncated %</th></tr>{length_rows}</table>")
+
+
+def _training_plots(log: list[dict[str, Any]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(e["step"], e["loss"]) for e in log if "loss" in e]
+    evals = [e for e in log if "eval_loss" in e]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    if train:
+        left.plot(*zip(*train), label="training loss")
+    if evals:
+        left.plot([e["step"] for e in evals], [e["eval_loss"] for e in evals], "o-", label="validation loss")
+        for key in ("eval_macro_f1", "eval_accuracy"):
+            right.plot([e["step"] for e in evals], [e.get(key) for e in evals], "o-", label=key[5:])
+    left.set(xlabel="step", ylabel="loss", title="Loss")
+    right.set(xlabel="step", title="Validation metrics")
+    left.legend()
+    right.legend()
+    fig.tight_layout()
+    return _img(fig)
+
+
+def _confusion_plot(figures: dict[str, Any]) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels, matrix = figures["confusion_matrix"]["labels"], np.asarray(figures["confusion_matrix"]["matrix"])
+    size = max(4.0, 0.6 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set(xlabel="predicted", ylabel="true")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center",
+                color="white" if count > matrix.max() / 2 else "black")
+    fig.tight_layout()
+    return fig
+
+
+def _img(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}'>"

@@ -1,0 +1,24 @@
+"""Full fine-tuning: every parameter trains."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from tuneforge.config.schema import MethodConfig
+from tuneforge.methods.registry import MethodSpec, register
+
+
+class FullConfig(MethodConfig):
+    name: Literal["full"] = "full"
+
+
+def apply(model: torch.nn.Module, config: FullConfig, task: str) -> torch.nn.Module:
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return model
+
+
+register(MethodSpec("full", FullConfig, "tuneforge.methods.full:apply", ("sequence-classification",),
+                    "Train every parameter."))

@@ -1,0 +1,48 @@
+"""LoRA through peft (optionally rsLoRA scaling or DoRA)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from tuneforge.config.schema import MethodConfig
+from tuneforge.methods.registry import MethodSpec, register
+
+_PEFT_TASK = {"sequence-classification": "SEQ_CLS"}
+
+
+class LoraConfig(MethodConfig):
+    name: Literal["lora"] = "lora"
+    r: int = Field(8, ge=1, description="LoRA rank.")
+    alpha: float = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="Module names to adapt, or all-linear; default: peft's choice for the architecture.")
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train.")
+    modules_to_save: list[str] | None = Field(
+        None, description="Extra modules trained fully and saved (the task head is added automatically).")
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha / sqrt(r).")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+
+
+def apply(model: torch.nn.Module, config: LoraConfig, task: str) -> torch.nn.Module:
+    import peft
+
+    peft_config = peft.LoraConfig(
+        task_type=_PEFT_TASK[task],
+        r=config.r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=config.target_modules,
+        bias=config.bias,
+        modules_to_save=config.modules_to_save,
+        use_rslora=config.use_rslora,
+        use_dora=config.use_dora,
+    )
+    return peft.get_peft_model(model, peft_config)
+
+
+register(MethodSpec("lora", LoraConfig, "tuneforge.methods.lora:apply", ("sequence-classification",),
+                    "Low-rank adapters on chosen linear layers (peft); DoRA and rsLoRA as options."))

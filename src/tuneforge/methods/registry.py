@@ -1,0 +1,84 @@
+"""The method registry: a name -> (config class, apply function). No scanning, no magic imports.
+
+A method module defines a pydantic config (subclass of :class:`MethodConfig`) and an ``apply(model, config,
+task)`` function that returns the model ready to train, then calls :func:`register`. This module imports no
+torch: configs validate instantly; ``apply`` functions import what they need when called.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from pydantic import ValidationError
+
+from tuneforge.config.schema import MethodConfig
+
+if TYPE_CHECKING:
+    import torch
+
+ApplyFn = Callable[["torch.nn.Module", MethodConfig, str], "torch.nn.Module"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    config_class: type[MethodConfig]
+    apply: str  # "module:function", imported on first use
+    tasks: tuple[str, ...]
+    description: str
+
+
+_METHODS: dict[str, MethodSpec] = {}
+
+
+def register(spec: MethodSpec) -> None:
+    if spec.name in _METHODS:
+        raise ValueError(f"method {spec.name!r} is registered twice")
+    _METHODS[spec.name] = spec
+
+
+def available_methods() -> list[str]:
+    _load_builtin()
+    return sorted(_METHODS)
+
+
+def spec_for(name: str) -> MethodSpec:
+    _load_builtin()
+    if name not in _METHODS:
+        raise ValueError(f"unknown method {name!r} (allowed: {', '.join(sorted(_METHODS))})")
+    return _METHODS[name]
+
+
+def method_config_class(name: str) -> type[MethodConfig]:
+    return spec_for(name).config_class
+
+
+def validate_method(value: dict[str, Any]) -> MethodConfig:
+    """Validate a ``method:`` mapping against its method's own config class, errors in one line."""
+    spec = spec_for(str(value.get("name", "")))
+    try:
+        return spec.config_class.model_validate(value)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"])
+        if error["type"] == "extra_forbidden":
+            allowed = ", ".join(spec.config_class.model_fields)
+            raise ValueError(f".{field}: unknown key for method {spec.name!r} (allowed: {allowed})") from None
+        raise ValueError(f".{field}: {error['msg']} (got {error.get('input')!r})") from None
+
+
+def apply_method(model: torch.nn.Module, config: MethodConfig, task: str) -> torch.nn.Module:
+    spec = spec_for(config.name)
+    if task not in spec.tasks:
+        can = [m for m, s in sorted(_METHODS.items()) if task in s.tasks]
+        raise ValueError(f"method {spec.name!r} does not apply to task {task!r} (methods that do: {', '.join(can)})")
+    module_name, _, function = spec.apply.partition(":")
+    apply: ApplyFn = getattr(importlib.import_module(module_name), function)
+    return apply(model, config, task)
+
+
+def _load_builtin() -> None:
+    if not _METHODS:
+        from tuneforge.methods import freeze, full, lora  # noqa: F401  (each registers itself)

@@ -1,0 +1,50 @@
+"""Load tokenizers and models for a task from a resolved model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuneforge.models.assets import ResolvedModel
+from tuneforge.errors import UserError
+
+
+def _hub_kwargs(revision: str | None, trust_remote_code: bool) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision:
+        kwargs["revision"] = revision
+    return kwargs
+
+
+def load_tokenizer(model: ResolvedModel, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model.path, **_hub_kwargs(revision, trust_remote_code))
+    except OSError as exc:
+        raise UserError(f"model {model.name!r}: cannot load its tokenizer ({str(exc).splitlines()[0]})") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def load_classifier(model: ResolvedModel, labels: list[str], tokenizer: Any, revision: str | None = None,
+                    trust_remote_code: bool = False) -> Any:
+    """A sequence classifier with a fresh head sized from the data; id2label/label2id saved in its config."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        classifier = AutoModelForSequenceClassification.from_pretrained(
+            model.path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)}, **_hub_kwargs(revision, trust_remote_code))
+    except OSError as exc:
+        raise UserError(f"model {model.name!r}: cannot load it ({str(exc).splitlines()[0]})") from None
+    if classifier.config.pad_token_id is None:
+        classifier.config.pad_token_id = tokenizer.pad_token_id
+    return classifier
+
+
+def load_encoder(model: ResolvedModel, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    """The pretrained backbone without any head (for embeddings)."""
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(model.path, **_hub_kwargs(revision, trust_remote_code))

@@ -1,0 +1,1 @@
+"""User-facing jobs, each a readable function: finetune, predict, quickstart."""

@@ -1,0 +1,158 @@
+"""``tuneforge train``: one run, top to bottom.
+
+config -> data -> model -> method -> train -> evaluate (fine-tuned vs baselines, test split read once) ->
+artifacts (run folder) -> report.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tuneforge.config.loader import dump_config
+from tuneforge.config.schema import RunConfig
+from tuneforge.io import atomic_write_json, atomic_write_text
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    seconds: float
+
+
+def finetune(config: RunConfig, output: str | Path | None = None, resume: bool = False,
+             keep_checkpoints: bool = False, log: Callable[[str], None] = print) -> RunResult:
+    import torch
+    from transformers import set_seed
+
+    from tuneforge.data.prepare import prepare_data
+    from tuneforge.methods.registry import apply_method
+    from tuneforge.models.assets import resolve_model
+    from tuneforge.models.inspection import count_parameters
+    from tuneforge.models.loading import load_classifier, load_tokenizer
+    from tuneforge.pipelines.run_dir import choose_run_dir
+    from tuneforge.training.engine import build_trainer, last_checkpoint
+
+    _quiet_libraries()
+    started = time.time()
+    run_dir = choose_run_dir(config.name, output or config.output_dir, resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log(f"run folder: {run_dir}")
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    atomic_write_text(run_dir / "config.yaml", dump_config(config))
+
+    # data
+    data = prepare_data(config.data, config.train.seed)
+    resolved = resolve_model(config.model.name, config.model.revision)
+    tokenizer = load_tokenizer(resolved, config.model.revision, config.model.trust_remote_code)
+    datasets, lengths = _tokenize_splits(data, tokenizer, config.data.max_length)
+    data.report["token_lengths"] = lengths
+    data.report["model"] = {"name": resolved.name, "path": resolved.path, "source": resolved.source}
+    atomic_write_json(run_dir / "data_report.json", data.report)
+    log(_data_summary(data.report))
+
+    # model + method (seeded before the head and the adapter are created)
+    set_seed(config.train.seed)
+    model = load_classifier(resolved, data.labels, tokenizer, config.model.revision, config.model.trust_remote_code)
+    try:
+        model = apply_method(model, config.method, config.model.task)
+    except ValueError as exc:
+        from tuneforge.errors import ConfigError
+
+        raise ConfigError(f"method: {exc}") from None
+    params = count_parameters(model)
+    atomic_write_json(run_dir / "params.json", params)
+    log(f"parameters: {params['trainable']:,} trainable of {params['total']:,} ({params['trainable_pct']:.2f}%)"
+        f" with method {config.method.name}")
+
+    # train
+    trainer = build_trainer(model, tokenizer, datasets["train"], datasets["validation"], config.train,
+                            len(data.labels), run_dir)
+    checkpoint = last_checkpoint(run_dir / "checkpoints") if resume else None
+    _trim_log(run_dir / "train_log.jsonl", checkpoint)
+    if checkpoint:
+        log(f"resuming from {checkpoint}")
+    trainer.train(resume_from_checkpoint=checkpoint)
+    model = trainer.model
+    _save_model(model, tokenizer, run_dir / "model", resolved.path, config, data.labels)
+
+    # evaluate: the test split is read here, once
+    from tuneforge.pipelines.evaluate import evaluate_run
+
+    metrics = evaluate_run(model, tokenizer, data, config, resolved, run_dir, trainer.state)
+    metrics["seconds"] = round(time.time() - started, 1)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+
+    from tuneforge.evaluation.report import write_report
+
+    write_report(run_dir)
+    if not keep_checkpoints:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return RunResult(run_dir=run_dir, metrics=metrics, seconds=time.time() - started)
+
+
+def _quiet_libraries() -> None:
+    """Keep the console for our progress and results: transformers' load reports (a fresh head is expected
+    to be 'missing') and deprecation chatter from dependencies go to the debug level."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+
+
+def _tokenize_splits(data: Any, tokenizer: Any, max_length: int) -> tuple[dict[str, list[dict[str, Any]]], dict]:
+    from tuneforge.data.prepare import token_length_stats
+
+    datasets, lengths = {}, {}
+    for split in ("train", "validation", "test"):
+        texts = data.texts(split)
+        full = tokenizer(texts, truncation=False, verbose=False)["input_ids"] if texts else []
+        lengths[split] = token_length_stats([len(ids) for ids in full], max_length)
+        if split == "test":
+            continue  # the test split is tokenized at evaluation time, once
+        encoded = tokenizer(texts, truncation=True, max_length=max_length)
+        datasets[split] = [{"input_ids": ids, "attention_mask": mask, "labels": label}
+                           for ids, mask, label in zip(encoded["input_ids"], encoded["attention_mask"],
+                                                       data.label_ids(split))]
+    return datasets, lengths
+
+
+def _trim_log(path: Path, checkpoint: str | None) -> None:
+    """On resume, forget log lines written after the checkpoint (those steps are trained again)."""
+    if not path.exists():
+        return
+    step = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines()
+             if line.strip() and json.loads(line).get("step", 0) <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def _save_model(model: Any, tokenizer: Any, target: Path, base_path: str, config: RunConfig,
+                labels: list[str]) -> None:
+    """HF format: a peft adapter (adapter_config.json + adapter_model.safetensors) or a full model; with the
+    tokenizer and ``tuneforge.json`` (task, base model, labels) so that predict needs nothing else."""
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    atomic_write_json(staging / "tuneforge.json", {"task": config.model.task, "base_model": base_path,
+                                                   "method": config.method.name, "labels": labels,
+                                                   "max_length": config.data.max_length})
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+
+
+def _data_summary(report: dict[str, Any]) -> str:
+    splits = ", ".join(f"{name} {part['rows']}" for name, part in report["splits"].items())
+    dropped = report["cleaning"]["dropped"]
+    removed = ", ".join(f"{reason} {count}" for reason, count in dropped.items()) or "nothing"
+    return (f"data: {report['source']['rows_read']} rows read, {report['rows_kept']} kept ({splits}); "
+            f"removed: {removed}; {len(report['labels'])} classes")

@@ -1,0 +1,83 @@
+"""``tuneforge predict``: label new text with a trained run's model (label + probabilities)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneforge.errors import DataError, UserError
+from tuneforge.io import atomic_write_text
+
+
+@dataclass
+class Predictor:
+    model: Any
+    tokenizer: Any
+    labels: list[str]
+    max_length: int
+
+    def predict(self, texts: list[str], batch_size: int = 64) -> list[dict[str, Any]]:
+        import numpy as np
+
+        from tuneforge.training.engine import predict_logits
+
+        logits = predict_logits(self.model, self.tokenizer, texts, self.max_length, batch_size)
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        return [{"label": self.labels[int(p.argmax())],
+                 "probabilities": {label: round(float(x), 6) for label, x in zip(self.labels, p)}}
+                for p in probs]
+
+
+def load_predictor(run_dir: str | Path) -> Predictor:
+    """Load ``RUN_DIR/model`` (or a model folder itself): a peft adapter on its base, or a full model."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model_dir = Path(run_dir)
+    if (model_dir / "model").is_dir():
+        model_dir = model_dir / "model"
+    meta_path = model_dir / "tuneforge.json"
+    if not meta_path.exists():
+        raise UserError(f"{run_dir}: not a tuneforge run folder (no model/tuneforge.json); give the folder that "
+                        f"tuneforge train wrote")
+    meta = json.loads(meta_path.read_text())
+    labels = meta["labels"]
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if (model_dir / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        base = AutoModelForSequenceClassification.from_pretrained(
+            meta["base_model"], num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)})
+        if base.config.pad_token_id is None:
+            base.config.pad_token_id = tokenizer.pad_token_id
+        model = PeftModel.from_pretrained(base, str(model_dir))
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+    return Predictor(model=model.eval(), tokenizer=tokenizer, labels=labels, max_length=meta["max_length"])
+
+
+def predict_file(predictor: Predictor, source: str | Path, output: str | Path, text_column: str = "text") -> int:
+    """Read a CSV, add ``predicted`` and ``prob_<label>`` columns, write it atomically; returns the row count."""
+    source = Path(source)
+    if not source.is_file():
+        raise DataError(f"{source}: file not found")
+    rows = list(csv.DictReader(io.StringIO(source.read_text(encoding="utf-8-sig"), newline="")))
+    if rows and text_column not in rows[0]:
+        raise DataError(f"{source}:1: no column {text_column!r} (columns: {', '.join(rows[0])}; "
+                        f"use --text-column)")
+    results = predictor.predict([row[text_column] or "" for row in rows]) if rows else []
+    buffer = io.StringIO()
+    fields = [*(rows[0].keys() if rows else [text_column]), "predicted",
+              *[f"prob_{label}" for label in predictor.labels]]
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    for row, result in zip(rows, results):
+        writer.writerow({**row, "predicted": result["label"],
+                         **{f"prob_{k}": f"{v:.6f}" for k, v in result["probabilities"].items()}})
+    atomic_write_text(output, buffer.getvalue())
+    return len(rows)

@@ -1,0 +1,1 @@
+"""Training: the Trainer-based engine and its callbacks."""

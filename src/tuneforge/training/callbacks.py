@@ -1,0 +1,34 @@
+"""Trainer callbacks: the JSONL training log (flushed line by line, so a killed run keeps its history)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from tuneforge.io import append_jsonl
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Append every Trainer log (training loss, learning rate, validation metrics) to ``train_log.jsonl``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.start = time.time()
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if not logs or not state.is_world_process_zero:
+            return
+        append_jsonl(self.path, {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4),
+                                 "time_s": round(time.time() - self.start, 2), **logs})
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,94 @@
+"""The training engine: transformers' Trainer configured from the run config (we do not rewrite what it does).
+
+Validation every epoch or N steps, early stopping with patience, the best checkpoint restored at the end,
+warm-up + schedule, weight decay, gradient accumulation, seeded; ``resume`` continues from the last
+checkpoint in the run folder with optimizer, scheduler, RNG and data position restored by the Trainer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuneforge.config.schema import TrainConfig
+from tuneforge.evaluation.metrics import eval_metrics
+from tuneforge.training.callbacks import JsonlLogCallback
+
+
+def last_checkpoint(checkpoint_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+
+
+def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], eval_set: list[dict[str, Any]],
+                  config: TrainConfig, num_labels: int, run_dir: Path) -> Any:
+    import torch
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
+
+    early = config.early_stopping
+    metric = early.metric if early else "macro_f1"
+    args = TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size or 2 * config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the total steps
+        lr_scheduler_type=config.lr_scheduler,
+        max_grad_norm=config.max_grad_norm,
+        seed=config.seed,
+        data_seed=config.seed,
+        eval_strategy=config.eval_strategy,
+        eval_steps=config.eval_steps,
+        save_strategy=config.eval_strategy,
+        save_steps=config.eval_steps,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model=f"eval_{metric}",
+        greater_is_better=metric != "loss",
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        report_to=[],
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    callbacks: list[Any] = [JsonlLogCallback(run_dir / "train_log.jsonl")]
+    if early:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=early.patience,
+                                               early_stopping_threshold=early.min_delta))
+
+    def compute_metrics(prediction: Any) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        return eval_metrics(prediction.label_ids, np.argmax(logits, axis=-1), num_labels)
+
+    return Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                   processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
+                   compute_metrics=compute_metrics, callbacks=callbacks)
+
+
+def predict_logits(model: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 64,
+                   description: str = "predicting") -> np.ndarray:
+    """Logits for texts, batched by similar length, with a progress bar."""
+    import torch
+    from tqdm.auto import tqdm
+
+    model.eval()
+    device = next(model.parameters()).device
+    order = np.argsort([len(text) for text in texts])
+    logits: np.ndarray | None = None
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(texts), batch_size), desc=description, leave=False):
+            batch_ids = order[start:start + batch_size]
+            batch = tokenizer([texts[i] for i in batch_ids], truncation=True, max_length=max_length,
+                              padding=True, return_tensors="pt").to(device)
+            out = model(**batch).logits.float().cpu().numpy()
+            if logits is None:
+                logits = np.zeros((len(texts), out.shape[-1]), dtype=np.float32)
+            logits[batch_ids] = out
+    assert logits is not None
+    return logits
