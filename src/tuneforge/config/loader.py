@@ -71,7 +71,12 @@ def load_config(
         data, origin, base_dir = read_yaml(source), str(source), Path(source).resolve().parent
     if overrides:
         extra = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+        before = data.get("method")
         data = deep_merge(data, extra)
+        new_method = extra.get("method")
+        if isinstance(new_method, dict) and isinstance(before, dict) and \
+                new_method.get("name", before.get("name")) != before.get("name"):
+            data["method"] = new_method  # another method: the old method's options do not carry over
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as exc:

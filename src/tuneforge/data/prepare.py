@@ -50,9 +50,10 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
         if count:
             dropped[f"leaked_into_{name}"] = count
     kept = sum(len(part) for part in parts.values())
-    assert len(loaded.rows) == kept + sum(dropped.values()), "every row is kept or counted as dropped"
+    rows_read = len(loaded.rows) + len(loaded.bad_rows)
+    assert rows_read == kept + sum(dropped.values()), "every row is kept or counted as dropped"
     report = {
-        "source": {"path": str(config.path), "format": loaded.format, "rows_read": len(loaded.rows)},
+        "source": {"path": str(config.path), "format": loaded.format, "rows_read": rows_read},
         "cleaning": {
             "modified": dict(cleaned.modified),
             "dropped": dropped,

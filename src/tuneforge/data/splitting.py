@@ -45,8 +45,8 @@ def sample_rows(rows: list[Row], max_rows: int, seed: int) -> list[Row]:
 
 def stratified_split(rows: list[Row], split: SplitConfig, seed: int) -> dict[str, list[Row]]:
     """Per class (when stratified): shuffle with the seed, give test and validation their share (at least one
-    example each when their share is > 0), train the rest. The result does not depend on row order of other
-    classes, and the same seed gives the same split."""
+    example each when their share is > 0), train the rest. Rows are sorted by text before the seeded shuffle,
+    so the same seed gives the same split whatever the order of the rows in the file."""
     groups = _by_class(rows, seed) if split.stratify else {"*": _shuffled(rows, seed)}
     parts: dict[str, list[Row]] = {name: [] for name in SPLITS}
     for items in groups.values():
@@ -89,6 +89,6 @@ def _by_class(rows: list[Row], seed: int) -> dict[str, list[Row]]:
 
 
 def _shuffled(rows: list[Row], seed: object) -> list[Row]:
-    rows = list(rows)
+    rows = sorted(rows, key=lambda row: (row.text or "", str(row.label)))
     random.Random(str(seed)).shuffle(rows)
     return rows

@@ -36,7 +36,7 @@ def apply(model: torch.nn.Module, config: FreezeConfig, task: str) -> torch.nn.M
     head = _head_prefixes(model)
     for name, parameter in model.named_parameters():
         freeze = (
-            (config.embeddings and ".embeddings." in f".{name}" or "embed_tokens" in name)
+            (config.embeddings and (".embeddings." in f".{name}" or "embed_tokens" in name))
             or any(name.startswith(prefix) for prefix in frozen_prefixes)
             or any(fnmatch.fnmatch(name, pattern) for pattern in config.patterns)
         )

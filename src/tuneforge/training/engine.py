@@ -18,9 +18,13 @@ from tuneforge.training.callbacks import JsonlLogCallback
 
 
 def last_checkpoint(checkpoint_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+    """The newest complete checkpoint: the Trainer writes trainer_state.json last, so a checkpoint that a
+    kill interrupted while saving (no trainer_state.json) is skipped."""
+    if not checkpoint_dir.is_dir():
+        return None
+    complete = [p for p in checkpoint_dir.glob("checkpoint-*")
+                if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
+    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
 
 
 def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], eval_set: list[dict[str, Any]],

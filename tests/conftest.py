@@ -1,0 +1,83 @@
+"""Shared fixtures: a tiny random BERT (MiniLM's real tokenizer) and tiny learnable labelled data, built once."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TOPICS = {
+    "sport": "match goal team coach league striker season win cup players stadium referee".split(),
+    "tech": "software chip phone internet computer network data app startup code robot cloud".split(),
+    "food": "recipe bread cheese soup kitchen chef flavour garlic oven butter salad pepper".split(),
+}
+SHARED = "the a today new said after before big small people city week".split()
+
+
+def make_rows(per_class: int = 40, seed: int = 0) -> list[dict[str, str]]:
+    """Texts whose topic words give the label away: a model can learn them in a few steps."""
+    rng = random.Random(seed)
+    rows = []
+    for label, words in TOPICS.items():
+        for _ in range(per_class):
+            tokens = rng.sample(words, 5) + rng.sample(SHARED, 4)
+            rng.shuffle(tokens)
+            rows.append({"text": " ".join(tokens), "label": label})
+    rng.shuffle(rows)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    from tuneforge.models.assets import resolve_model
+
+    return resolve_model("minilm").path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> str:
+    """A 2-layer, 32-wide random BERT saved as an HF folder with MiniLM's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import csv
+
+    path = tmp_path_factory.mktemp("data") / "topics.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows(make_rows())
+    return path
+
+
+def tiny_config(model: str, data: Path | str, **sections: dict) -> dict:
+    """A run config for the tiny random model: LoRA needs a high rate and ~10 short epochs to learn it."""
+    config = {
+        "name": "tiny",
+        "model": {"name": model},
+        "data": {"path": str(data), "max_length": 16},
+        "method": {"name": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
+        "train": {"epochs": 15, "batch_size": 8, "learning_rate": 3e-2, "logging_steps": 2,
+                  "early_stopping": {"metric": "macro_f1", "patience": 5}},
+        "evaluation": {"bootstrap_samples": 200},
+    }
+    for key, value in sections.items():
+        config[key] = value if key == "method" else {**config.get(key, {}), **value}
+    return config
