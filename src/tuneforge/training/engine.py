@@ -70,9 +70,14 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         return eval_metrics(prediction.label_ids, np.argmax(logits, axis=-1), num_labels)
 
-    return Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                   processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
-                   compute_metrics=compute_metrics, callbacks=callbacks)
+    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                      processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
+                      compute_metrics=compute_metrics, callbacks=callbacks)
+    # transformers 5 assumes a model whose forward takes **kwargs scales its loss by num_items_in_batch, and
+    # then skips dividing by the accumulation steps. Classification heads take **kwargs but return a plain mean,
+    # so with accumulation the gradient (and the logged loss) came out gradient_accumulation_steps times too big.
+    trainer.model_accepts_loss_kwargs = False
+    return trainer
 
 
 def predict_logits(model: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 64,

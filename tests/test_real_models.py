@@ -1,0 +1,59 @@
+"""The real offline models: MiniLM learns BBC topics through the whole pipeline; SmolLM2's GGUF is cached once
+as safetensors and loads as a real pretrained model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from tuneforge.config import load_config
+from tuneforge.pipelines.finetune import finetune
+
+pytestmark = pytest.mark.slow
+
+
+def test_minilm_lora_learns_bbc_topics(tmp_path):
+    config = load_config({
+        "name": "bbc-small", "model": {"name": "minilm"},
+        "data": {"path": "offline:bbc-news", "max_length": 32, "max_rows": 500},
+        "method": {"name": "lora", "r": 8, "alpha": 16, "target_modules": "all-linear"},
+        "train": {"epochs": 2, "batch_size": 16, "learning_rate": 2e-3},
+        "evaluation": {"bootstrap_samples": 300},
+    })
+    result = finetune(config, output=tmp_path / "run", log=lambda _: None)
+    test = json.loads((result.run_dir / "metrics.json").read_text())["test"]
+    report = json.loads((result.run_dir / "data_report.json").read_text())
+    assert report["cleaning"]["dropped"]["exact_duplicate"] > 0  # BBC News ships duplicate articles
+    assert report["rows_kept"] == 500
+    assert test["finetuned"]["macro_f1"] > 0.75
+    assert test["finetuned_minus_baseline"]["majority"]["macro_f1_ci"][0] > 0.5
+    assert test["baselines"]["linear_probe"]["macro_f1"] > 0.75  # a real pretrained encoder: a strong probe
+
+
+def test_smollm2_gguf_is_cached_once_as_safetensors(tmp_path, monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tuneforge.models.assets import resolve_model
+
+    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path))
+    resolved = resolve_model("smollm2-135m")
+    weights = tmp_path / "gguf" / "SmolLM2-135M-Instruct.Q4_1" / "model.safetensors"
+    assert resolved.path == str(weights.parent) and weights.exists()
+    stamp = weights.stat().st_mtime_ns
+    assert resolve_model("smollm2-135m").path == resolved.path and weights.stat().st_mtime_ns == stamp
+    tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+    model = AutoModelForCausalLM.from_pretrained(resolved.path).eval()
+    assert model.config.model_type == "llama" and model.num_parameters() > 130e6
+    text = "The capital of France is Paris. It is a large city with many museums."
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    with torch.no_grad():
+        perplexity = math.exp(model(ids, labels=ids).loss.item())
+    words = text.split()
+    shuffled = " ".join(words[::2] + words[1::2])
+    ids = tokenizer(shuffled, return_tensors="pt").input_ids
+    with torch.no_grad():
+        shuffled_perplexity = math.exp(model(ids, labels=ids).loss.item())
+    assert perplexity < 40 < shuffled_perplexity  # really pretrained, not random
