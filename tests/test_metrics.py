@@ -47,3 +47,12 @@ def test_paired_difference_detects_a_real_gap_and_not_a_null_one():
     assert diff["macro_f1_ci"][0] > 0
     same = paired_difference(y, good, good, 4, idx)
     assert same["accuracy"] == 0 and same["accuracy_ci"] == [0.0, 0.0]
+
+
+def test_confusion_rates_have_intervals():
+    y, pred = sample(n=400)
+    cm = classification_metrics(y, pred, list("abcd"), bootstrap_indices(400, 300))["confusion_matrix"]
+    counts = np.asarray(cm["matrix"])
+    assert np.allclose(cm["rates"], np.round(counts / counts.sum(axis=1, keepdims=True), 4))
+    low, high, rates = map(np.asarray, (cm["rates_ci_low"], cm["rates_ci_high"], cm["rates"]))
+    assert (low <= rates + 1e-9).all() and (rates <= high + 1e-9).all() and (high - low).max() > 0

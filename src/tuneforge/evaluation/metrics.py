@@ -68,8 +68,20 @@ def classification_metrics(y_true: list[int] | np.ndarray, y_pred: list[int] | n
         }
         for i, label in enumerate(labels)
     }
-    result["confusion_matrix"] = {"labels": labels, "matrix": matrix.tolist()}
+    rates = [_row_rates(b_matrix) for b_matrix in (confusion(y_true[idx], y_pred[idx], k) for idx in indices)]
+    result["confusion_matrix"] = {
+        "labels": labels,
+        "matrix": matrix.tolist(),  # counts: rows are true classes, columns predicted classes
+        "rates": np.round(_row_rates(matrix), 4).tolist(),  # each row divided by its class's support
+        "rates_ci_low": np.round(np.percentile(rates, lo, axis=0), 4).tolist(),
+        "rates_ci_high": np.round(np.percentile(rates, hi, axis=0), 4).tolist(),
+    }
     return result
+
+
+def _row_rates(matrix: np.ndarray) -> np.ndarray:
+    support = matrix.sum(axis=1, keepdims=True).astype(float)
+    return np.divide(matrix, support, out=np.zeros(matrix.shape), where=support > 0)
 
 
 def paired_difference(y_true: list[int] | np.ndarray, pred_a: list[int] | np.ndarray,

@@ -48,6 +48,7 @@ def write_report(run_dir: str | Path) -> Path:
         "<h2>Training</h2>", _training_plots(log), _training_facts(metrics, params),
         "<h2>Per class (fine-tuned)</h2>", _per_class_table(test["finetuned"]),
         "<h2>Confusion matrix (fine-tuned, test split)</h2>", _img(_confusion_plot(test["finetuned"])),
+        _confusion_rates_table(test["finetuned"]["confusion_matrix"]),
         "<h2>Data</h2>", _data_section(data_report),
         "<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>",
     ]
@@ -94,6 +95,18 @@ def _per_class_table(figures: dict[str, Any]) -> str:
         rows.append(f"<tr><td>{html.escape(label)}</td>{cells}<td>{f['support']}</td></tr>")
     return ("<table id='per-class'><tr><th>class</th><th>precision</th><th>recall</th><th>f1</th><th>support</th>"
             f"</tr>{''.join(rows)}</table>")
+
+
+def _confusion_rates_table(cm: dict[str, Any]) -> str:
+    labels = cm["labels"]
+    head = "".join(f"<th>predicted {html.escape(label)}</th>" for label in labels)
+    rows = []
+    for i, label in enumerate(labels):
+        cells = "".join(f"<td>{cm['rates'][i][j]:.3f}<br><span class='ci'>[{cm['rates_ci_low'][i][j]:.3f}, "
+                        f"{cm['rates_ci_high'][i][j]:.3f}]</span></td>" for j in range(len(labels)))
+        rows.append(f"<tr><td>true {html.escape(label)}</td>{cells}</tr>")
+    return (f"<p>Share of each true class predicted as each class, with bootstrap intervals:</p>"
+            f"<table id='confusion-rates'><tr><th></th>{head}</tr>{''.join(rows)}</table>")
 
 
 def _training_facts(metrics: dict[str, Any], params: dict[str, Any]) -> str:
