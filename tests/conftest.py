@@ -81,3 +81,9 @@ def tiny_config(model: str, data: Path | str, **sections: dict) -> dict:
     for key, value in sections.items():
         config[key] = value if key == "method" else {**config.get(key, {}), **value}
     return config
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own folder: default outputs (runs/, the tracking store) land there."""
+    monkeypatch.chdir(tmp_path)

@@ -36,6 +36,32 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", help="output CSV for --file (default: <file>.predictions.csv)")
     predict.add_argument("--text-column", default="text", help="text column of --file (default: text)")
 
+    tune = sub.add_parser("tune", help="search hyperparameters (the config's hpo: section) with pruning")
+    tune.add_argument("config", help="YAML run config with an hpo: section")
+    tune.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    tune.add_argument("--output", help="study folder (default runs/hpo/<study>)")
+    tune.add_argument("--storage", help="Optuna storage URL shared by workers, e.g. postgresql://user@host/db")
+    tune.add_argument("--n-trials", type=int, help="finished trials to aim for (overrides hpo.n_trials)")
+    tune.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    tune.add_argument("--worker-only", action="store_true",
+                      help="only run trials (another process writes best.yaml and scores the test split)")
+
+    runs = sub.add_parser("runs", help="tracked runs: list, show, compare, ui")
+    runs_sub = runs.add_subparsers(dest="action", metavar="ACTION", required=True)
+    runs_list = runs_sub.add_parser("list", help="recent runs with their headline metrics")
+    runs_list.add_argument("--experiment", help="only this experiment (run name)")
+    runs_list.add_argument("--study", help="only the trials of this study")
+    runs_show = runs_sub.add_parser("show", help="one run's parameters and metrics")
+    runs_show.add_argument("run", help="run id (or prefix) or run folder name")
+    runs_compare = runs_sub.add_parser("compare", help="runs side by side (or every trial of --study)")
+    runs_compare.add_argument("runs", nargs="*", help="run ids or run folder names")
+    runs_compare.add_argument("--study", help="compare every trial of this study")
+    runs_ui = runs_sub.add_parser("ui", help="start the MLflow UI on localhost")
+    runs_ui.add_argument("--port", type=int, default=5000)
+    for p in (runs_list, runs_show, runs_compare, runs_ui):
+        p.add_argument("--tracking-dir", default="runs/mlflow", help="embedded store folder (default runs/mlflow)")
+        p.add_argument("--tracking-uri", help="a remote MLflow server instead of the embedded store")
+
     config = sub.add_parser("config", help="validate or show a config; list every config key")
     config_sub = config.add_subparsers(dest="action", metavar="ACTION", required=True)
     for action, text in (("validate", "check a config and its overrides"),
@@ -64,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    commands: dict[str, Callable[[Any], int]] = {"train": _train, "quickstart": _quickstart,
-                                                 "predict": _predict, "config": _config}
+    commands: dict[str, Callable[[Any], int]] = {"train": _train, "quickstart": _quickstart, "predict": _predict,
+                                                 "config": _config, "tune": _tune, "runs": _runs}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return commands[args.command](args)
@@ -126,6 +152,49 @@ def _predict(args: Any) -> int:
         return 0
     for text, result in zip(args.text, predictor.predict(args.text)):
         print(json.dumps({"text": text, **result}, ensure_ascii=False))
+    return 0
+
+
+def _tune(args: Any) -> int:
+    from tuneforge.config import load_config
+    from tuneforge.pipelines.tune import tune
+
+    config = load_config(args.config, args.overrides)
+    result = tune(config, output=args.output, storage=args.storage, n_trials=args.n_trials, workers=args.workers,
+                  worker_only=args.worker_only)
+    if result is not None:
+        from tuneforge.summary import print_tune_summary
+
+        print_tune_summary(result)
+    return 0
+
+
+def _runs(args: Any) -> int:
+    from tuneforge.config.schema import TrackingConfig
+    from tuneforge.summary import print_runs, print_run
+
+    tracking = TrackingConfig(dir=args.tracking_dir, uri=args.tracking_uri)
+    if args.action == "ui":
+        from tuneforge.tracking.base import artifact_root, tracking_uri
+
+        command = ["mlflow", "ui", "--backend-store-uri", tracking_uri(tracking), "--host", "127.0.0.1",
+                   "--port", str(args.port)]
+        root = artifact_root(tracking)
+        if root:
+            command += ["--default-artifact-root", root]
+        os.execvp(os.path.join(os.path.dirname(sys.executable), "mlflow"), command)
+    from tuneforge.tracking import query
+
+    if args.action == "list":
+        print_runs(query.list_runs(tracking, args.experiment, args.study))
+    elif args.action == "show":
+        print_run(query.compare(tracking, [args.run])[0])
+    else:
+        if not args.runs and not args.study:
+            from tuneforge.errors import UserError
+
+            raise UserError("runs compare needs run ids/names or --study NAME")
+        print_runs(query.compare(tracking, args.runs, args.study), with_params=True)
     return 0
 
 

@@ -36,6 +36,18 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return nested
 
 
+def nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    """{"train.learning_rate": 1e-4} -> {"train": {"learning_rate": 1e-4}} (values kept as they are)."""
+    nested: dict[str, Any] = {}
+    for key, value in dotted.items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():

@@ -117,6 +117,75 @@ class EvaluationConfig(Section):
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the intervals.")
 
 
+class TrackingConfig(Section):
+    enabled: bool = Field(True, description="Record the run (parameters, metrics per step, artifacts) in MLflow.")
+    uri: str | None = Field(None, description="MLflow tracking server URI (http://...); default: an embedded SQLite "
+                            "store in tracking.dir, no server needed.")
+    dir: str = Field("runs/mlflow", description="Folder of the embedded store: mlflow.db and artifacts/.")
+    experiment: str | None = Field(None, description="MLflow experiment (default: the run name).")
+    extra: list[Literal["tensorboard", "wandb"]] = Field(
+        default_factory=list, description="Also report to these (opt-in; they must be installed).")
+
+
+class ParamSpace(Section):
+    type: Literal["float", "int", "categorical"] = Field(description="Kind of parameter.")
+    low: float | None = Field(None, description="Lower bound (float/int).")
+    high: float | None = Field(None, description="Upper bound (float/int).")
+    log: bool = Field(False, description="Sample on a log scale (float/int).")
+    step: float | None = Field(None, description="Spacing of values (float/int); needed for grid search.")
+    choices: list[Any] | None = Field(None, description="Values to choose from (categorical).")
+
+    @model_validator(mode="after")
+    def _complete(self) -> ParamSpace:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs choices: [...]")
+        elif self.low is None or self.high is None or self.low > self.high:
+            raise ValueError(f"a {self.type} parameter needs low <= high")
+        elif self.log and self.low <= 0:
+            raise ValueError("log scale needs low > 0")
+        return self
+
+
+class Objective(Section):
+    metric: Literal["macro_f1", "accuracy", "weighted_f1", "loss", "trainable_params", "train_seconds"] = Field(
+        "macro_f1", description="Validation metric (or a cost: trainable_params, train_seconds).")
+    direction: Literal["maximize", "minimize"] = Field("maximize", description="Whether larger is better.")
+
+
+class HpoConfig(Section):
+    algorithm: Literal["grid", "random", "bayesian", "evolutionary"] = Field(
+        "bayesian", description="grid | random | bayesian (TPE) | evolutionary (CMA-ES; NSGA-II when "
+        "several objectives).")
+    space: dict[str, ParamSpace] = Field(description="Search space: dotted config path -> parameter, e.g. "
+                                         "train.learning_rate: {type: float, low: 1e-5, high: 1e-3, log: true}.")
+    objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1,
+                                        description="What to optimize; several make a multi-objective search.")
+    pruner: Literal["none", "median", "hyperband"] = Field(
+        "median", description="Stop weak trials early from their validation scores (single objective only).")
+    n_trials: int = Field(20, ge=1, description="Finished trials the study aims for (resumed studies count theirs).")
+    timeout: float | None = Field(None, gt=0, description="Stop starting trials after this many seconds.")
+    seed: int = Field(0, description="Sampler seed.")
+    storage: str | None = Field(None, description="Optuna storage URL (e.g. postgresql://...); default a SQLite "
+                                "file in the study folder.")
+    study_name: str | None = Field(None, description="Study name (default: the run name).")
+    retrain_best: bool = Field(False, description="Retrain best.yaml from scratch before the test evaluation.")
+    heartbeat_seconds: int = Field(30, ge=1, description="Trial heartbeat; a trial silent for 2x this (a killed "
+                                   "worker) is marked failed when a worker starts.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HpoConfig:
+        if len(self.objectives) > 1 and self.pruner != "none":
+            raise ValueError("pruning needs a single objective; set hpo.pruner: none")
+        if self.objectives[0].metric in ("trainable_params", "train_seconds"):
+            raise ValueError("the first objective must be a validation metric (macro_f1, accuracy, weighted_f1, loss)")
+        if self.algorithm == "grid":
+            bad = [k for k, p in self.space.items() if p.type != "categorical" and p.step is None]
+            if bad:
+                raise ValueError(f"grid search needs choices or a step for every parameter: {', '.join(bad)}")
+        return self
+
+
 class RunConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name (used in the run folder name).")
     model: ModelConfig = Field(description="The base model and task.")
@@ -124,6 +193,8 @@ class RunConfig(Section):
     method: SerializeAsAny[MethodConfig] = Field(default_factory=lambda: MethodConfig(name="lora"), description="Fine-tuning method.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training loop settings.")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Test-time evaluation.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment tracking.")
+    hpo: HpoConfig | None = Field(None, description="Hyperparameter search (used by tuneforge tune).")
     output_dir: str | None = Field(None, description="Run folder (default: runs/<name>-<timestamp>).")
 
     @field_validator("method", mode="before")

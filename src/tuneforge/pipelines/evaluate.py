@@ -41,7 +41,7 @@ def evaluate_run(model: Any, tokenizer: Any, data: PreparedData, config: RunConf
     if "linear_probe" in baselines:
         baselines["linear_probe"]["settings"] = probe_info
 
-    best = _best_checkpoint_info(state)
+    best = best_checkpoint_info(state) if state is not None else None
     return {
         "test": {
             "finetuned": classification_metrics(y_true, y_pred, data.labels, indices, ev.confidence),
@@ -53,9 +53,7 @@ def evaluate_run(model: Any, tokenizer: Any, data: PreparedData, config: RunConf
             "confidence": ev.confidence,
             "bootstrap_samples": ev.bootstrap_samples,
         },
-        "validation": best,
-        "training": {"global_steps": state.global_step, "epochs_run": round(state.epoch or 0.0, 3),
-                     "max_epochs": config.train.epochs, "method": config.method.name},
+        **({"validation": best} if best is not None else {}),
     }
 
 
@@ -73,11 +71,16 @@ def _linear_probe(data: PreparedData, config: RunConfig, resolved: ResolvedModel
                         config.train.seed)
 
 
-def _best_checkpoint_info(state: Any) -> dict[str, Any]:
-    evals = [entry for entry in state.log_history if any(key.startswith("eval_") for key in entry)]
+def best_checkpoint_info(state: Any) -> dict[str, Any]:
+    """The best validation metric, which checkpoint it came from, and every validation metric at that point."""
+    evals = [entry for entry in state.log_history if "eval_loss" in entry]
+    best_step = int(Path(state.best_model_checkpoint).name.split("-")[-1]) if state.best_model_checkpoint else None
+    at_best = next((e for e in evals if e.get("step") == best_step), evals[-1] if evals else {})
     return {"best_metric": state.best_metric,
             "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
-            "evaluations": len(evals)}
+            "evaluations": len(evals),
+            "metrics": {k[5:]: v for k, v in at_best.items() if k.startswith("eval_") and isinstance(v, float)
+                        and not k.endswith(("_runtime", "_per_second"))}}
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -95,3 +98,24 @@ def write_predictions(path: Path, data: PreparedData, probabilities: np.ndarray)
         writer.writerow([row.where, row.text, row.label, predicted, predicted == row.label,
                          *[f"{p:.6f}" for p in probs]])
     atomic_write_text(path, buffer.getvalue())
+
+
+def evaluate_saved_run(run_dir: Path, config: RunConfig) -> dict[str, Any]:
+    """Score a finished run's saved model on the test split (for a search's best trial), add the test figures
+    to its metrics.json and write its report."""
+    import json
+
+    from tuneforge.data.prepare import prepare_data
+    from tuneforge.evaluation.report import write_report
+    from tuneforge.io import atomic_write_json
+    from tuneforge.models.assets import resolve_model
+    from tuneforge.pipelines.predict import load_predictor
+
+    predictor = load_predictor(run_dir)
+    data = prepare_data(config.data, config.train.seed)
+    resolved = resolve_model(config.model.name, config.model.revision)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics.update(evaluate_run(predictor.model, predictor.tokenizer, data, config, resolved, run_dir, None))
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    write_report(run_dir)
+    return metrics

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,51 @@ class RunResult:
     run_dir: Path
     metrics: dict[str, Any]
     seconds: float
+    tracking_run_id: str | None = None
+
+
+ARTIFACTS = ["config.yaml", "data_report.json", "params.json", "metrics.json", "train_log.jsonl", "report.html",
+             "predictions.csv"]
 
 
 def finetune(config: RunConfig, output: str | Path | None = None, resume: bool = False,
-             keep_checkpoints: bool = False, log: Callable[[str], None] = print) -> RunResult:
+             keep_checkpoints: bool = False, log: Callable[[str], None] = print, *, evaluate_test: bool = True,
+             callbacks: list[Any] = (), tags: dict[str, str] | None = None) -> RunResult:
+    """One run. With ``evaluate_test=False`` (a search trial) the test split is never scored: the result holds
+    validation metrics only."""
+    from tuneforge.pipelines.run_dir import choose_run_dir
+    from tuneforge.tracking import open_tracker
+
+    _quiet_libraries()
+    started = time.time()
+    run_dir = choose_run_dir(config.name, output or config.output_dir, resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log(f"run folder: {run_dir}")
+    atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    tracker = open_tracker(config.tracking, config.name, run_dir.name, {"tuneforge.run_dir": str(run_dir.resolve()),
+                                                                       **(tags or {})})
+    tracker.log_params(config.model_dump(mode="json", exclude={"hpo", "tracking"}))
+    try:
+        metrics = _run(config, run_dir, resume, log, evaluate_test, list(callbacks), tracker)
+        metrics["seconds"] = round(time.time() - started, 1)
+        atomic_write_json(run_dir / "metrics.json", metrics)
+        if evaluate_test:
+            from tuneforge.evaluation.report import write_report
+
+            write_report(run_dir)
+        tracker.log_metrics(_headline(metrics))
+        tracker.log_artifacts(run_dir, ARTIFACTS)
+    except BaseException:
+        tracker.finish("KILLED" if sys.exc_info()[0] is KeyboardInterrupt else "FAILED")
+        raise
+    tracker.finish("FINISHED")
+    if not keep_checkpoints:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return RunResult(run_dir=run_dir, metrics=metrics, seconds=time.time() - started, tracking_run_id=tracker.run_id)
+
+
+def _run(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None], evaluate_test: bool,
+         callbacks: list[Any], tracker: Any) -> dict[str, Any]:
     import torch
     from transformers import set_seed
 
@@ -35,17 +77,11 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
     from tuneforge.models.assets import resolve_model
     from tuneforge.models.inspection import count_parameters
     from tuneforge.models.loading import load_classifier, load_tokenizer
-    from tuneforge.pipelines.run_dir import choose_run_dir
+    from tuneforge.training.callbacks import TrackingCallback
     from tuneforge.training.engine import build_trainer, last_checkpoint
 
-    _quiet_libraries()
-    started = time.time()
-    run_dir = choose_run_dir(config.name, output or config.output_dir, resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log(f"run folder: {run_dir}")
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
-    atomic_write_text(run_dir / "config.yaml", dump_config(config))
 
     # data
     data = prepare_data(config.data, config.train.seed)
@@ -68,33 +104,52 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
         raise ConfigError(f"method: {exc}") from None
     params = count_parameters(model)
     atomic_write_json(run_dir / "params.json", params)
+    tracker.log_metrics({"params_total": params["total"], "params_trainable": params["trainable"]})
     log(f"parameters: {params['trainable']:,} trainable of {params['total']:,} ({params['trainable_pct']:.2f}%)"
         f" with method {config.method.name}")
 
     # train
     trainer = build_trainer(model, tokenizer, datasets["train"], datasets["validation"], config.train,
-                            len(data.labels), run_dir)
+                            len(data.labels), run_dir, [TrackingCallback(tracker), *callbacks],
+                            config.tracking.extra)
     checkpoint = last_checkpoint(run_dir / "checkpoints") if resume else None
     _trim_log(run_dir / "train_log.jsonl", checkpoint)
     if checkpoint:
         log(f"resuming from {checkpoint}")
+    train_started = time.time()
     trainer.train(resume_from_checkpoint=checkpoint)
+    train_seconds = time.time() - train_started
     model = trainer.model
     _save_model(model, tokenizer, run_dir / "model", resolved.path, config, data.labels)
 
+    from tuneforge.pipelines.evaluate import best_checkpoint_info, evaluate_run
+
+    training = {"global_steps": trainer.state.global_step, "epochs_run": round(trainer.state.epoch or 0.0, 3),
+                "max_epochs": config.train.epochs, "method": config.method.name,
+                "train_seconds": round(train_seconds, 2), "params_trainable": params["trainable"]}
+    if not evaluate_test:
+        return {"validation": best_checkpoint_info(trainer.state), "training": training}
     # evaluate: the test split is read here, once
-    from tuneforge.pipelines.evaluate import evaluate_run
+    return {**evaluate_run(model, tokenizer, data, config, resolved, run_dir, trainer.state), "training": training}
 
-    metrics = evaluate_run(model, tokenizer, data, config, resolved, run_dir, trainer.state)
-    metrics["seconds"] = round(time.time() - started, 1)
-    atomic_write_json(run_dir / "metrics.json", metrics)
 
-    from tuneforge.evaluation.report import write_report
-
-    write_report(run_dir)
-    if not keep_checkpoints:
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    return RunResult(run_dir=run_dir, metrics=metrics, seconds=time.time() - started)
+def _headline(metrics: dict[str, Any]) -> dict[str, float]:
+    """The figures a run list shows: test metrics with their baselines, the best validation metric, costs."""
+    out: dict[str, float] = {}
+    test = metrics.get("test", {})
+    for name in ("accuracy", "macro_f1", "weighted_f1"):
+        if name in test.get("finetuned", {}):
+            out[f"test_{name}"] = test["finetuned"][name]
+            for baseline, figures in test.get("baselines", {}).items():
+                out[f"test_{name}_{baseline}"] = figures[name]
+    best = metrics.get("validation", {}).get("best_metric")
+    if best is not None:
+        out["validation_best"] = best
+    for key in ("train_seconds", "global_steps"):
+        if key in metrics.get("training", {}):
+            out[key] = metrics["training"][key]
+    out["seconds"] = metrics.get("seconds", 0.0)
+    return out
 
 
 def _quiet_libraries() -> None:

@@ -32,3 +32,31 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class TrackingCallback(TrainerCallback):
+    """Send the Trainer's logs (loss, learning rate, validation metrics) to the run's tracker, step by step."""
+
+    def __init__(self, tracker: Any):
+        self.tracker = tracker
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if logs and state.is_world_process_zero:
+            self.tracker.log_metrics({("train_" + k if not k.startswith(("eval_", "train_")) else k): v
+                                      for k, v in logs.items()}, step=state.global_step)
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class NanGuardCallback(TrainerCallback):
+    """Stop at once when the training loss is NaN/inf instead of training on garbage."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        import math
+
+        loss = (logs or {}).get("loss")
+        if isinstance(loss, float) and not math.isfinite(loss):
+            raise TrainingDiverged(f"training loss became {loss} at step {state.global_step}; lower "
+                                   f"train.learning_rate or check the data")

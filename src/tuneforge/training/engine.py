@@ -14,7 +14,7 @@ import numpy as np
 
 from tuneforge.config.schema import TrainConfig
 from tuneforge.evaluation.metrics import eval_metrics
-from tuneforge.training.callbacks import JsonlLogCallback
+from tuneforge.training.callbacks import JsonlLogCallback, NanGuardCallback
 
 
 def last_checkpoint(checkpoint_dir: Path) -> str | None:
@@ -28,7 +28,8 @@ def last_checkpoint(checkpoint_dir: Path) -> str | None:
 
 
 def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], eval_set: list[dict[str, Any]],
-                  config: TrainConfig, num_labels: int, run_dir: Path) -> Any:
+                  config: TrainConfig, num_labels: int, run_dir: Path, extra_callbacks: list[Any] = (),
+                  report_to: list[str] = ()) -> Any:
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
 
@@ -57,11 +58,11 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
         greater_is_better=metric != "loss",
         logging_strategy="steps",
         logging_steps=config.logging_steps,
-        report_to=[],
+        report_to=list(report_to),
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    callbacks: list[Any] = [JsonlLogCallback(run_dir / "train_log.jsonl")]
+    callbacks: list[Any] = [JsonlLogCallback(run_dir / "train_log.jsonl"), NanGuardCallback(), *extra_callbacks]
     if early:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=early.patience,
                                                early_stopping_threshold=early.min_delta))

@@ -1,0 +1,1 @@
+"""Hyperparameter search: a loop of Optuna trials around the same pipeline as ``train``."""

@@ -1,0 +1,183 @@
+"""A study: Optuna trials, each the same pipeline as ``train`` without the test split; then best.yaml and one
+test evaluation of the best configuration."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tuneforge.config.loader import deep_merge, load_config, nest
+from tuneforge.config.schema import HpoConfig, RunConfig
+from tuneforge.errors import ConfigError
+from tuneforge.hpo.space import first_values, make_pruner, make_sampler, suggest
+
+COSTS = ("trainable_params", "train_seconds")
+
+
+@dataclass
+class StudyHandle:
+    study: Any
+    storage_url: str
+    study_dir: Path
+
+
+def open_study(config: RunConfig, study_dir: Path, storage: str | None = None) -> StudyHandle:
+    import optuna
+
+    hpo = _hpo(config)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    url = storage or hpo.storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = optuna.storages.RDBStorage(
+            url, heartbeat_interval=hpo.heartbeat_seconds, grace_period=2 * hpo.heartbeat_seconds,
+            heartbeat_stale_trial_callback=_mark_stale, engine_kwargs={"pool_pre_ping": True})
+    max_evaluations = max(1, int(round(config.train.epochs)))
+    study = optuna.create_study(
+        study_name=hpo.study_name or config.name, storage=rdb, load_if_exists=True, sampler=make_sampler(hpo),
+        pruner=make_pruner(hpo, max_evaluations), directions=[o.direction for o in hpo.objectives])
+    return StudyHandle(study=study, storage_url=url, study_dir=study_dir)
+
+
+STALE = "worker stopped (no heartbeat): killed or interrupted"
+
+
+def _mark_stale(study: Any, trial: Any) -> None:
+    """A finished trial takes no more attributes: the reason is kept on the study."""
+    study.set_user_attr(f"fail_reason_trial_{trial.number}", STALE)
+
+
+def _hpo(config: RunConfig) -> HpoConfig:
+    if config.hpo is None:
+        raise ConfigError("tuneforge tune needs an hpo: section (search space, objectives, algorithm)")
+    return config.hpo
+
+
+def run_trials(config: RunConfig, base: dict[str, Any], handle: StudyHandle,
+               log: Callable[[str], None] = print) -> None:
+    """Run trials until the study holds n_trials finished ones (shared across workers) or the timeout."""
+    import optuna
+
+    hpo = _hpo(config)
+    load_config(base, nest(first_values(hpo.space)))  # a wrong path in the space fails here, not in every trial
+    study = handle.study
+    study.set_user_attr("directions", [o.direction for o in hpo.objectives])
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    if done >= hpo.n_trials:
+        log(f"study {study.study_name!r} already has {done} finished trials")
+        return
+    log(f"study {study.study_name!r}: {done} finished trials, aiming for {hpo.n_trials} ({hpo.algorithm}, "
+        f"pruner {hpo.pruner}) in {handle.storage_url}")
+    objective = _objective(config, base, handle.study_dir, log)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, timeout=hpo.timeout, catch=(Exception,),
+                   callbacks=[optuna.study.MaxTrialsCallback(hpo.n_trials, states=finished), _progress(log)])
+
+
+def _objective(config: RunConfig, base: dict[str, Any], study_dir: Path,
+               log: Callable[[str], None]) -> Callable[[Any], Any]:
+    from tuneforge.hpo.callbacks import PruningCallback
+    from tuneforge.pipelines.finetune import finetune
+
+    hpo = _hpo(config)
+    primary = hpo.objectives[0].metric
+    prune = len(hpo.objectives) == 1 and hpo.pruner != "none"
+
+    def objective(trial: Any) -> Any:
+        import optuna
+
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        values = suggest(trial, hpo.space)
+        try:
+            trial_config = trial_config_for(base, values, primary)
+            trial_config.tracking = config.tracking
+            result = finetune(
+                trial_config, output=study_dir / f"trial-{trial.number:04d}", log=lambda _: None, evaluate_test=False,
+                callbacks=[PruningCallback(trial, primary)] if prune else [],
+                tags={"tuneforge.study": trial.study.study_name, "tuneforge.trial": str(trial.number)})
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+            raise
+        trial.set_user_attr("steps", result.metrics["training"]["global_steps"])
+        trial.set_user_attr("run_dir", str(result.run_dir))
+        if result.tracking_run_id:
+            trial.set_user_attr("tracking_run_id", result.tracking_run_id)
+        scores = [objective_value(result.metrics, o.metric) for o in hpo.objectives]
+        return scores[0] if len(scores) == 1 else scores
+
+    return objective
+
+
+def trial_config_for(base: dict[str, Any], values: dict[str, Any], primary: str) -> RunConfig:
+    """The run config of one trial: the base config with the sampled values (a new method starts clean)."""
+    overrides = nest(values)
+    data = deep_merge(base, overrides)
+    if "method" in overrides and "name" in overrides["method"]:
+        data["method"] = overrides["method"]
+    data.pop("hpo", None)
+    config = load_config(data)
+    if config.train.early_stopping is not None:
+        config.train.early_stopping.metric = primary  # select checkpoints by what the search optimizes
+    return config
+
+
+def objective_value(metrics: dict[str, Any], metric: str) -> float:
+    if metric == "trainable_params":
+        return float(metrics["training"]["params_trainable"])
+    if metric == "train_seconds":
+        return float(metrics["training"]["train_seconds"])
+    return float(metrics["validation"]["metrics"][metric])
+
+
+def _progress(log: Callable[[str], None]) -> Callable[[Any, Any], None]:
+    def report(study: Any, trial: Any) -> None:
+        value = trial.values if trial.values is None or len(trial.values) > 1 else trial.values[0]
+        reason = trial.user_attrs.get("fail_reason", "")
+        log(f"trial {trial.number}: {trial.state.name.lower()} {value if value is not None else ''} "
+            f"{trial.params} {reason}".rstrip())
+
+    return report
+
+
+def wait_for_running(handle: StudyHandle, poll_seconds: float = 2.0, log: Callable[[str], None] = print) -> None:
+    """Before the final evaluation, let trials that other workers are running finish (or go stale)."""
+    import optuna
+
+    study = handle.study
+    grace = 2 * study._storage.get_heartbeat_interval()
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if not running:
+            return
+        now = datetime.datetime.now()
+        for trial in running:
+            # a worker killed between creating a trial and its first heartbeat leaves a trial that optuna never
+            # sees as stale: give it a heartbeat, so that it goes stale after the grace period unless it is alive
+            if trial.datetime_start and (now - trial.datetime_start).total_seconds() > grace:
+                study._storage.record_heartbeat(trial._trial_id)
+        log(f"waiting for {len(running)} running trial(s) of other workers")
+        time.sleep(poll_seconds)
+
+
+def best_trial(study: Any) -> Any:
+    """Single objective: the best trial. Several: the Pareto-optimal trial best on the first objective."""
+    if len(study.directions) == 1:
+        return study.best_trial
+    sign = 1 if study.directions[0].name == "MAXIMIZE" else -1
+    return max(study.best_trials, key=lambda t: sign * t.values[0])
+
+
+def best_config(base: dict[str, Any], trial: Any, primary: str) -> dict[str, Any]:
+    config = trial_config_for(base, trial.params, primary)
+    config.name = f"{config.name}-best"
+    return config.model_dump(mode="json", exclude={"hpo", "output_dir"})

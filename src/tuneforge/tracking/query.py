@@ -1,0 +1,66 @@
+"""Read runs back from the tracking store: list, show one, compare several side by side."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuneforge.config.schema import TrackingConfig
+from tuneforge.errors import UserError
+from tuneforge.tracking.base import tracking_uri
+
+HEADLINE = ("test_macro_f1", "test_macro_f1_majority", "test_macro_f1_linear_probe", "validation_best",
+            "train_seconds", "global_steps")
+
+
+def _client(config: TrackingConfig) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri(config))
+
+
+def list_runs(config: TrackingConfig, experiment: str | None = None, study: str | None = None,
+              limit: int = 50) -> list[dict[str, Any]]:
+    client = _client(config)
+    experiments = [e.experiment_id for e in client.search_experiments()
+                   if experiment is None or e.name == experiment]
+    if not experiments:
+        return []
+    query = f"tags.`tuneforge.study` = '{study}'" if study else ""
+    runs = client.search_runs(experiments, filter_string=query, max_results=limit, order_by=["attributes.start_time DESC"])
+    names = {e.experiment_id: e.name for e in client.search_experiments()}
+    return [_summary(run, names) for run in runs]
+
+
+def get_run(config: TrackingConfig, key: str) -> Any:
+    """A run by id, id prefix or run name (the run folder's name)."""
+    client = _client(config)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if experiments:
+        for run in client.search_runs(experiments, max_results=5000):
+            if run.info.run_id.startswith(key) or run.info.run_name == key:
+                return run
+    raise UserError(f"no tracked run {key!r} in {tracking_uri(config)} (see: tuneforge runs list)")
+
+
+def _summary(run: Any, experiment_names: dict[str, str]) -> dict[str, Any]:
+    import datetime
+
+    return {"run_id": run.info.run_id, "name": run.info.run_name, "status": run.info.status,
+            "experiment": experiment_names.get(run.info.experiment_id, run.info.experiment_id),
+            "started": datetime.datetime.fromtimestamp(run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S"),
+            "study": run.data.tags.get("tuneforge.study"), "trial": run.data.tags.get("tuneforge.trial"),
+            "metrics": {k: v for k, v in run.data.metrics.items()}, "params": dict(run.data.params)}
+
+
+def compare(config: TrackingConfig, keys: list[str], study: str | None = None) -> list[dict[str, Any]]:
+    if study:
+        rows = list_runs(config, study=study, limit=1000)
+        return sorted(rows, key=lambda r: int(r["trial"] or 0))
+    client = _client(config)
+    names = {e.experiment_id: e.name for e in client.search_experiments()}
+    return [_summary(get_run(config, key), names) for key in keys]
+
+
+def differing_params(rows: list[dict[str, Any]]) -> list[str]:
+    keys = sorted({k for r in rows for k in r["params"]})
+    return [k for k in keys if len({r["params"].get(k) for r in rows}) > 1]

@@ -1,0 +1,182 @@
+"""Hyperparameter search on the tiny model: every algorithm, pruning, failures, resume after a kill, no peeking
+at the test split, tracking of every trial, and two workers sharing a study in a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import yaml
+
+from tuneforge.config import load_config
+from tuneforge.errors import ConfigError
+from tuneforge.pipelines.tune import tune
+
+from conftest import tiny_config
+
+LR = {"type": "categorical", "choices": [1e-9, 3e-2]}
+
+
+def study_config(tiny_bert, tiny_csv, hpo, **train):
+    config = tiny_config(tiny_bert, tiny_csv, train={"epochs": 4, **train},
+                         evaluation={"bootstrap_samples": 100, "baselines": ["majority"]})
+    config["hpo"] = {"n_trials": 3, "pruner": "none", **hpo}
+    return config
+
+
+def states(result):
+    return [t["state"] for t in result.trials]
+
+
+@pytest.mark.parametrize("algorithm, space, objectives", [
+    ("grid", {"train.learning_rate": LR, "method.r": {"type": "categorical", "choices": [2, 4]}}, None),
+    ("random", {"train.learning_rate": {"type": "float", "low": 1e-4, "high": 5e-2, "log": True}}, None),
+    ("bayesian", {"train.learning_rate": {"type": "float", "low": 1e-4, "high": 5e-2, "log": True},
+                  "method.r": {"type": "int", "low": 2, "high": 8, "log": True}}, None),
+    ("evolutionary", {"train.learning_rate": {"type": "float", "low": 1e-4, "high": 5e-2, "log": True},
+                      "train.weight_decay": {"type": "float", "low": 0.0, "high": 0.1}}, None),
+    ("evolutionary", {"method.name": {"type": "categorical", "choices": ["lora", "freeze"]}},
+     [{"metric": "loss", "direction": "minimize"}, {"metric": "trainable_params", "direction": "minimize"}]),
+])
+def test_each_algorithm_runs_a_study(tiny_bert, tiny_csv, tmp_path, algorithm, space, objectives):
+    hpo = {"algorithm": algorithm, "space": space, "n_trials": 4 if algorithm == "grid" else 3}
+    if objectives:
+        hpo["objectives"] = objectives
+    result = tune(load_config(study_config(tiny_bert, tiny_csv, hpo, epochs=2)), output=tmp_path / "study",
+                  log=lambda _: None)
+    assert states(result) == ["COMPLETE"] * hpo["n_trials"]
+    study_dir = result.study_dir
+    best = yaml.safe_load((study_dir / "best.yaml").read_text())
+    assert "hpo" not in best and best["name"] == "tiny-best"
+    for path, value in result.best_params.items():
+        section, key = path.split(".")
+        assert best[section][key] == value
+    load_config(best)  # ready to train
+    assert result.test_metrics["finetuned"]["n"] == 18
+    page = (study_dir / "hpo_report.html").read_text()
+    assert "id='trials'" in page and page.count("data:image/png;base64,") >= 2
+    if algorithm == "grid":
+        assert sorted((t["params"]["train.learning_rate"], t["params"]["method.r"]) for t in result.trials) == \
+               [(1e-9, 2), (1e-9, 4), (3e-2, 2), (3e-2, 4)]
+    if objectives:
+        assert len(result.best_values) == 2
+
+
+def test_pruning_prunes_weak_trials(tiny_bert, tiny_csv, tmp_path):
+    # seed 0 draws rates good, bad, good, good, bad, bad: the first two set the median, later bad ones fall below it
+    hpo = {"algorithm": "random", "n_trials": 6, "pruner": "median", "seed": 0, "space": {"train.learning_rate": LR}}
+    result = tune(load_config(study_config(tiny_bert, tiny_csv, hpo, epochs=6)), output=tmp_path / "s",
+                  log=lambda _: None)
+    pruned = [t for t in result.trials if t["state"] == "PRUNED"]
+    complete = [t for t in result.trials if t["state"] == "COMPLETE"]
+    assert pruned and complete
+    assert [t["number"] for t in pruned] == [4, 5]
+    assert all(t["params"]["train.learning_rate"] == 1e-9 for t in pruned)
+    assert max(t["steps"] for t in pruned) < max(t["steps"] for t in complete)  # pruning saved training steps
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_bert, tiny_csv, tmp_path):
+    # freezing 5 layers of a 2-layer model is an invalid combination: that trial fails, the other one runs
+    hpo = {"algorithm": "grid", "space": {"method.layers": {"type": "categorical", "choices": [1, 5]}}}
+    config = study_config(tiny_bert, tiny_csv, hpo, epochs=1)
+    config["method"] = {"name": "freeze"}
+    result = tune(load_config(config), output=tmp_path / "s", log=lambda _: None)
+    by_layers = {t["params"]["method.layers"]: t for t in result.trials}
+    assert by_layers[5]["state"] == "FAIL" and by_layers[1]["state"] == "COMPLETE"
+    assert "method.layers=5 but the model has 2 layers" in by_layers[5]["fail_reason"]
+    assert result.best_params == {"method.layers": 1}
+    assert "method.layers=5 but the model has 2 layers" in (result.study_dir / "hpo_report.html").read_text()
+
+
+def test_wrong_space_path_fails_before_any_trial(tiny_bert, tiny_csv, tmp_path):
+    hpo = {"space": {"train.learning_rat": {"type": "float", "low": 1e-4, "high": 1e-2}}}
+    with pytest.raises(ConfigError, match="train.learning_rat: unknown key"):
+        tune(load_config(study_config(tiny_bert, tiny_csv, hpo)), output=tmp_path / "s", log=lambda _: None)
+
+
+def test_grid_needs_discrete_values(tiny_bert, tiny_csv):
+    hpo = {"algorithm": "grid", "space": {"train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}}}
+    with pytest.raises(ConfigError, match="grid search needs choices or a step"):
+        load_config(study_config(tiny_bert, tiny_csv, hpo))
+
+
+def test_the_test_split_is_read_once_after_the_search(tiny_bert, tiny_csv, tmp_path, monkeypatch):
+    import tuneforge.pipelines.evaluate as evaluate
+
+    calls = []
+    original = evaluate.evaluate_run
+
+    def spy(*args, **kwargs):
+        study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}")
+        calls.append([t.state.name for t in study.trials])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "evaluate_run", spy)
+    hpo = {"algorithm": "random", "space": {"train.learning_rate": LR}}
+    result = tune(load_config(study_config(tiny_bert, tiny_csv, hpo, epochs=1)), output=tmp_path / "s",
+                  log=lambda _: None)
+    assert len(calls) == 1 and calls[0] == ["COMPLETE"] * 3  # once, after every trial finished
+    for trial in result.trials:
+        metrics = json.loads((tmp_path / "s" / f"trial-{trial['number']:04d}" / "metrics.json").read_text())
+        assert ("test" in metrics) == (trial["number"] == json.loads((tmp_path / "s" / "study.json").read_text())
+                                       ["best_trial"])
+
+
+def test_every_trial_is_tracked_and_comparable(tiny_bert, tiny_csv, tmp_path):
+    hpo = {"algorithm": "grid", "space": {"train.learning_rate": LR}}
+    tune(load_config(study_config(tiny_bert, tiny_csv, hpo, epochs=1)), output=tmp_path / "s", log=lambda _: None)
+    out = subprocess.run([sys.executable, "-m", "tuneforge.cli", "runs", "compare", "--study", "tiny"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "train.learning_rate" in out.stdout and "1e-09" in out.stdout and "0.03" in out.stdout
+    assert out.stdout.count("FINISHED") == 2 and "eval_macro_f1" in out.stdout
+    listing = subprocess.run([sys.executable, "-m", "tuneforge.cli", "runs", "list"], capture_output=True,
+                             text=True, cwd=tmp_path)
+    assert listing.stdout.count("trial-000") == 2
+    assert "test_macro_f1" not in listing.stdout.split("\n")[2]  # trials carry no test metric
+
+
+def run_cli(args, cwd):
+    return subprocess.Popen([sys.executable, "-m", "tuneforge.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_killed_study_resumes_without_losing_finished_trials(tiny_bert, tiny_csv, tmp_path):
+    hpo = {"algorithm": "random", "n_trials": 4, "heartbeat_seconds": 1, "space": {"train.learning_rate": LR}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(study_config(tiny_bert, tiny_csv, hpo, epochs=3)))
+    storage = f"sqlite:///{tmp_path / 's' / 'study.db'}"
+    first = run_cli(["tune", str(path), "--output", str(tmp_path / "s")], tmp_path)
+    deadline = time.time() + 300
+    while True:
+        assert first.poll() is None and time.time() < deadline, first.stdout.read() if first.poll() else "timeout"
+        try:
+            trials = optuna.load_study(study_name="tiny", storage=storage).trials
+        except Exception:  # the study is not created yet
+            trials = []
+        if sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 2:
+            break
+        time.sleep(0.1)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    before = {t.number: t.values for t in optuna.load_study(study_name="tiny", storage=storage).trials
+              if t.state == optuna.trial.TrialState.COMPLETE}
+    time.sleep(2.5)  # the killed trial's heartbeat goes stale
+    second = run_cli(["tune", str(path), "--output", str(tmp_path / "s")], tmp_path)
+    output = second.communicate(timeout=600)[0]
+    assert second.returncode == 0, output
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    after = {t.number: t.values for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+    assert all(after[n] == v for n, v in before.items())  # finished trials kept as they were
+    finished = [t for t in study.trials if t.state != optuna.trial.TrialState.RUNNING]
+    assert len(finished) == len(study.trials) >= 4
+    trials = json.loads((tmp_path / "s" / "trials.json").read_text())
+    stale = [t for t in trials if t["state"] == "FAIL"]
+    assert len(stale) == 1 and "no heartbeat" in stale[0]["fail_reason"]  # the trial the kill interrupted
+    assert (tmp_path / "s" / "best.yaml").exists()
