@@ -20,6 +20,7 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/tuneforge quickstart
 
 test: setup
+	scripts/ensure-postgres.sh
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q
 
 test-fast: setup

@@ -77,10 +77,12 @@ def test_yaml_syntax_error_names_line(tmp_path):
 
 
 def test_relative_data_path_is_relative_to_the_config(tmp_path):
-    (tmp_path / "data.csv").write_text("text,label\n")
-    path = tmp_path / "cfg.yaml"
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "data.csv").write_text("text,label\n")
+    path = folder / "cfg.yaml"
     path.write_text(yaml.safe_dump({**BASE, "data": {"path": "data.csv"}}))
-    assert load_config(path).data.path == str(tmp_path / "data.csv")
+    assert load_config(path).data.path == str(folder / "data.csv")
 
 
 @pytest.mark.parametrize("path", sorted(PRESETS.glob("*.yaml")) + sorted((ROOT / "examples").glob("*.yaml")),

@@ -56,7 +56,8 @@ def make_pruner(hpo: HpoConfig, max_evaluations: int) -> Any:
     import optuna
 
     if hpo.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+        # never judge a trial on its first validation: early scores say little about where a run ends
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1 if max_evaluations > 2 else 0)
     if hpo.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, max_evaluations),
                                               reduction_factor=3)

@@ -95,12 +95,17 @@ def _objective(config: RunConfig, base: dict[str, Any], study_dir: Path,
 
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         values = suggest(trial, hpo.space)
+        same = _completed_twin(trial)
+        if same is not None:  # the sampler proposed a finished configuration again: reuse it, train nothing
+            trial.set_user_attr("duplicate_of", same.number)
+            trial.set_user_attr("steps", 0)
+            return same.values[0] if len(same.values) == 1 else same.values
         try:
             trial_config = trial_config_for(base, values, primary)
             trial_config.tracking = config.tracking
             result = finetune(
                 trial_config, output=study_dir / f"trial-{trial.number:04d}", log=lambda _: None, evaluate_test=False,
-                callbacks=[PruningCallback(trial, primary)] if prune else [],
+                callbacks=[PruningCallback(trial, primary)] if prune else [], quiet=True,
                 tags={"tuneforge.study": trial.study.study_name, "tuneforge.trial": str(trial.number)})
         except optuna.TrialPruned:
             raise
@@ -115,6 +120,15 @@ def _objective(config: RunConfig, base: dict[str, Any], study_dir: Path,
         return scores[0] if len(scores) == 1 else scores
 
     return objective
+
+
+def _completed_twin(trial: Any) -> Any:
+    import optuna
+
+    for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if other.params == trial.params and "duplicate_of" not in other.user_attrs:
+            return other
+    return None
 
 
 def trial_config_for(base: dict[str, Any], values: dict[str, Any], primary: str) -> RunConfig:

@@ -33,7 +33,7 @@ ARTIFACTS = ["config.yaml", "data_report.json", "params.json", "metrics.json", "
 
 def finetune(config: RunConfig, output: str | Path | None = None, resume: bool = False,
              keep_checkpoints: bool = False, log: Callable[[str], None] = print, *, evaluate_test: bool = True,
-             callbacks: list[Any] = (), tags: dict[str, str] | None = None) -> RunResult:
+             callbacks: list[Any] = (), tags: dict[str, str] | None = None, quiet: bool = False) -> RunResult:
     """One run. With ``evaluate_test=False`` (a search trial) the test split is never scored: the result holds
     validation metrics only."""
     from tuneforge.pipelines.run_dir import choose_run_dir
@@ -49,7 +49,7 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
                                                                        **(tags or {})})
     tracker.log_params(config.model_dump(mode="json", exclude={"hpo", "tracking"}))
     try:
-        metrics = _run(config, run_dir, resume, log, evaluate_test, list(callbacks), tracker)
+        metrics = _run(config, run_dir, resume, log, evaluate_test, list(callbacks), tracker, quiet)
         metrics["seconds"] = round(time.time() - started, 1)
         atomic_write_json(run_dir / "metrics.json", metrics)
         if evaluate_test:
@@ -68,7 +68,7 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
 
 
 def _run(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None], evaluate_test: bool,
-         callbacks: list[Any], tracker: Any) -> dict[str, Any]:
+         callbacks: list[Any], tracker: Any, quiet: bool = False) -> dict[str, Any]:
     import torch
     from transformers import set_seed
 
@@ -111,7 +111,7 @@ def _run(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], No
     # train
     trainer = build_trainer(model, tokenizer, datasets["train"], datasets["validation"], config.train,
                             len(data.labels), run_dir, [TrackingCallback(tracker), *callbacks],
-                            config.tracking.extra)
+                            config.tracking.extra, quiet)
     checkpoint = last_checkpoint(run_dir / "checkpoints") if resume else None
     _trim_log(run_dir / "train_log.jsonl", checkpoint)
     if checkpoint:
@@ -155,11 +155,14 @@ def _headline(metrics: dict[str, Any]) -> dict[str, float]:
 def _quiet_libraries() -> None:
     """Keep the console for our progress and results: transformers' load reports (a fresh head is expected
     to be 'missing') and deprecation chatter from dependencies go to the debug level."""
+    import logging
     import warnings
 
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    for name in ("mlflow", "alembic", "optuna"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
 
 

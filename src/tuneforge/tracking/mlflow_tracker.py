@@ -12,8 +12,12 @@ from tuneforge.tracking.base import flatten
 class MlflowTracker:
     def __init__(self, uri: str, artifact_location: str | None, experiment: str, run_name: str,
                  tags: dict[str, str]):
+        import logging
+
         from mlflow.tracking import MlflowClient
 
+        for name in ("mlflow", "alembic"):  # mlflow sets INFO on import; its table set-up chatter is not ours
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:

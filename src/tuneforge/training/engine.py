@@ -29,7 +29,7 @@ def last_checkpoint(checkpoint_dir: Path) -> str | None:
 
 def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], eval_set: list[dict[str, Any]],
                   config: TrainConfig, num_labels: int, run_dir: Path, extra_callbacks: list[Any] = (),
-                  report_to: list[str] = ()) -> Any:
+                  report_to: list[str] = (), quiet: bool = False) -> Any:
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
 
@@ -78,6 +78,11 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
     # then skips dividing by the accumulation steps. Classification heads take **kwargs but return a plain mean,
     # so with accumulation the gradient (and the logged loss) came out gradient_accumulation_steps times too big.
     trainer.model_accepts_loss_kwargs = False
+    if quiet:  # search trials: no progress bars or printed logs (the study reports each trial)
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(ProgressCallback)
+        trainer.remove_callback(PrinterCallback)
     return trainer
 
 
