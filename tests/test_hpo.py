@@ -219,3 +219,20 @@ def test_two_workers_share_one_study_in_postgresql(tiny_bert, tiny_csv, tmp_path
     assert len(workers) == 2, workers  # both processes ran trials of the one study
     summary = json.loads((tmp_path / "s" / "study.json").read_text())
     assert summary["storage"] == url and summary["test"]["finetuned"]["n"] == 18
+
+
+def test_hyperband_pruning_and_retraining_the_best(tiny_bert, tiny_csv, tmp_path, monkeypatch):
+    import tuneforge.pipelines.evaluate as evaluate
+
+    calls = []
+    original = evaluate.evaluate_run
+    monkeypatch.setattr(evaluate, "evaluate_run", lambda *a, **k: calls.append(1) or original(*a, **k))
+    hpo = {"algorithm": "bayesian", "n_trials": 4, "pruner": "hyperband", "retrain_best": True,
+           "space": {"train.learning_rate": {"type": "float", "low": 1e-6, "high": 5e-2, "log": True}}}
+    result = tune(load_config(study_config(tiny_bert, tiny_csv, hpo, epochs=3)), output=tmp_path / "s",
+                  log=lambda _: None)
+    assert len([t for t in result.trials if t["state"] in ("COMPLETE", "PRUNED")]) == 4
+    best_run = json.loads((tmp_path / "s" / "best" / "metrics.json").read_text())
+    assert best_run["test"] == result.test_metrics and len(calls) == 1  # retrained, then scored once
+    assert yaml.safe_load((tmp_path / "s" / "best" / "config.yaml").read_text())["train"]["learning_rate"] == \
+           result.best_params["train.learning_rate"]
