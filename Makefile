@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml constraints.txt requirements-offline.txt
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/pip install -q --no-deps -r requirements-offline.txt
+	scripts/ensure-wordnet.sh $(VENV)
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -87,3 +87,50 @@ def tiny_config(model: str, data: Path | str, **sections: dict) -> dict:
 def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs in its own folder: default outputs (runs/, the tracking store) land there."""
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def smollm_path() -> str:
+    from tuneforge.models.assets import resolve_model
+
+    return resolve_model("smollm2-135m").path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory, smollm_path: str) -> str:
+    """A 2-layer, 32-wide random Llama with SmolLM2's real tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(smollm_path)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=None, tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def make_chat_rows(count: int = 80, seed: int = 0) -> list[dict]:
+    """Questions whose answers follow a rule a tiny model can pick up: '<n> plus one' -> '<n+1>'."""
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    while len(rows) < count:
+        colour, number = rng.choice(list(TOPICS["sport"])), rng.randint(1, 400)
+        if (colour, number) in seen:
+            continue
+        seen.add((colour, number))
+        rows.append({"messages": [{"role": "user", "content": f"{number} plus one, {colour}?"},
+                                  {"role": "assistant", "content": f"{number + 1} {colour}"}]})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def chat_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import json
+
+    path = tmp_path_factory.mktemp("chat") / "chat.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in make_chat_rows()), encoding="utf-8")
+    return path

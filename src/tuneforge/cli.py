@@ -10,8 +10,11 @@ from typing import Any, Callable
 HELP = """tuneforge: fine-tune a pretrained model on your data, evaluate it honestly against baselines.
 
   tuneforge quickstart                         fine-tune MiniLM on BBC News topics (CPU, a few minutes)
+  tuneforge quickstart --task chat             instruction-tune SmolLM2-135M on chatterbot Q/A pairs (CPU)
   tuneforge train cfg.yaml [key.sub=value ...] one run from a YAML config (see: tuneforge config keys)
   tuneforge predict RUN_DIR --text "..."       label new text with a trained run
+  tuneforge generate RUN_DIR --prompt "..."    answer prompts with a trained generative run
+  tuneforge chat RUN_DIR                       talk to it (streams tokens, keeps the conversation)
 """
 
 
@@ -24,8 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="fine-tune from a YAML config (train --help lists every config key)")
     _train_args(train)
 
-    quick = sub.add_parser("quickstart", help="fine-tune MiniLM on BBC News topics and compare with baselines")
-    quick.add_argument("--output", help="run folder (default runs/quickstart-bbc-<timestamp>)")
+    quick = sub.add_parser("quickstart", help="fine-tune MiniLM on BBC News topics (or --task chat: SmolLM2 on "
+                           "chatterbot Q/A) and compare with baselines")
+    quick.add_argument("--task", choices=["classification", "chat"], default="classification",
+                       help="classification (MiniLM, BBC News) or chat (SmolLM2-135M, chatterbot-corpus)")
+    quick.add_argument("--output", help="run folder (default runs/quickstart-<task>-<timestamp>)")
     quick.add_argument("overrides", nargs="*", help="key.sub=value overrides of the quickstart config")
 
     predict = sub.add_parser("predict", help="label text with a trained run")
@@ -35,6 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--file", help="CSV file with a text column")
     predict.add_argument("--output", help="output CSV for --file (default: <file>.predictions.csv)")
     predict.add_argument("--text-column", default="text", help="text column of --file (default: text)")
+
+    for name, text in (("generate", "answer prompts with a trained generative run"),
+                       ("chat", "chat with a trained generative run (streams tokens, keeps the conversation)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("run_dir", help="run folder written by tuneforge train (task causal-lm or seq2seq)")
+        if name == "generate":
+            p.add_argument("--prompt", action="append", required=True, help="a prompt (repeatable)")
+        p.add_argument("--system", help="a system message")
+        p.add_argument("--max-new-tokens", type=int, help="most tokens per answer (default 64)")
+        p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+        p.add_argument("--temperature", type=float, help="sampling temperature (with --sample)")
+        p.add_argument("--num-beams", type=int, help="beam search width")
 
     tune = sub.add_parser("tune", help="search hyperparameters (the config's hpo: section) with pruning")
     tune.add_argument("config", help="YAML run config with an hpo: section")
@@ -91,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     commands: dict[str, Callable[[Any], int]] = {"train": _train, "quickstart": _quickstart, "predict": _predict,
-                                                 "config": _config, "tune": _tune, "runs": _runs}
+                                                 "config": _config, "tune": _tune, "runs": _runs,
+                                                 "generate": _generate, "chat": _chat}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return commands[args.command](args)
@@ -134,7 +153,7 @@ def _quickstart(args: Any) -> int:
     from tuneforge.pipelines.quickstart import quickstart
     from tuneforge.summary import print_summary
 
-    result = quickstart(output=args.output, overrides=args.overrides)
+    result = quickstart(output=args.output, overrides=args.overrides, task=args.task)
     print_summary(result)
     return 0
 
@@ -152,6 +171,30 @@ def _predict(args: Any) -> int:
         return 0
     for text, result in zip(args.text, predictor.predict(args.text)):
         print(json.dumps({"text": text, **result}, ensure_ascii=False))
+    return 0
+
+
+def _generator(args: Any) -> Any:
+    from tuneforge.pipelines.generate import load_generator
+
+    return load_generator(args.run_dir, max_new_tokens=args.max_new_tokens, do_sample=args.sample or None,
+                          temperature=args.temperature, num_beams=args.num_beams)
+
+
+def _generate(args: Any) -> int:
+    import json
+
+    for result in _generator(args).generate(args.prompt, system=args.system):
+        print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def _chat(args: Any) -> int:
+    from tuneforge.pipelines.generate import chat_loop
+
+    generator = _generator(args)
+    print("chat: an empty line or /exit ends, /reset starts over")
+    chat_loop(generator, system=args.system)
     return 0
 
 

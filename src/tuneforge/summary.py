@@ -7,27 +7,43 @@ from typing import Any
 SHOWN = ("accuracy", "macro_f1", "weighted_f1")
 
 
+GENERATIVE_SHOWN = ("rougeL", "bleu", "chrf", "meteor", "exact_match", "ended_rate", "perplexity")
+
+
 def print_summary(result: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
     test = result.metrics["test"]
+    generative = result.metrics.get("task") in ("causal-lm", "seq2seq")
+    shown, headline = (GENERATIVE_SHOWN, "rougeL") if generative else (SHOWN, "macro_f1")
+    if generative and "rougeL" not in test["finetuned"]:
+        headline = "perplexity"
     models = {"fine-tuned": test["finetuned"], **{f"baseline: {k}": v for k, v in test["baselines"].items()}}
-    table = Table(title=f"Test split ({test['finetuned']['n']} examples), {int(test['confidence'] * 100)}% "
-                        f"bootstrap intervals")
+    count = test.get("n_prompts") or test["finetuned"].get("n") or test.get("n_perplexity")
+    table = Table(title=f"Test split ({count} examples), {int(test['confidence'] * 100)}% bootstrap intervals")
     table.add_column("metric")
     for name in models:
         table.add_column(name, justify="right")
-    for metric in SHOWN:
-        cells = [f"{m[metric]:.4f} [{m[f'{metric}_ci'][0]:.4f}, {m[f'{metric}_ci'][1]:.4f}]" for m in models.values()]
-        table.add_row(metric, *cells)
+    for metric in shown:
+        if any(m.get(metric) is not None for m in models.values()):
+            table.add_row(metric, *[_figure(m, metric) for m in models.values()])
     console = Console()
     console.print(table)
     for name, diff in test.get("finetuned_minus_baseline", {}).items():
-        low, high = diff["macro_f1_ci"]
-        console.print(f"macro_f1 fine-tuned - {name}: {diff['macro_f1']:+.4f} [{low:+.4f}, {high:+.4f}]")
+        if f"{headline}_ci" in diff:
+            low, high = diff[f"{headline}_ci"]
+            console.print(f"{headline} fine-tuned - {name}: {diff[headline]:+.4f} [{low:+.4f}, {high:+.4f}]")
     console.print(f"time taken: {result.seconds:.0f} s ({result.seconds / 60:.1f} min)")
     console.print(f"report: {result.run_dir / 'report.html'}")
+
+
+def _figure(figures: dict[str, Any], metric: str) -> str:
+    value = figures.get(metric)
+    if value is None:
+        return "n/a"
+    interval = figures.get(f"{metric}_ci")
+    return f"{value:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else f"{value:.4f}"
 
 
 def print_tune_summary(result: Any) -> None:

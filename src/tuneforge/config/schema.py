@@ -13,7 +13,9 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-Task = Literal["sequence-classification"]
+Task = Literal["sequence-classification", "causal-lm", "seq2seq"]
+GENERATIVE_TASKS = ("causal-lm", "seq2seq")
+DatasetFormat = Literal["auto", "labelled", "alpaca", "sharegpt", "messages", "prompt-completion", "text"]
 
 
 class ModelConfig(Section):
@@ -21,7 +23,9 @@ class ModelConfig(Section):
         description="Base model: a local folder, a .gguf file, an offline short name (minilm, smollm2-135m) "
         "or a Hugging Face hub id."
     )
-    task: Task = Field("sequence-classification", description="What the model learns to do.")
+    task: Task = Field("sequence-classification", description="What the model learns to do: sequence-classification, "
+                       "causal-lm (instruction tuning of a decoder, or continued pretraining on raw text) or "
+                       "seq2seq (an encoder-decoder; two encoder names joined by '+' build one, e.g. minilm+minilm).")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when loading from the hub.")
     trust_remote_code: bool = Field(False, description="Allow custom modelling code from the hub.")
 
@@ -65,6 +69,23 @@ class DataConfig(Section):
     clean: CleanConfig = Field(default_factory=CleanConfig, description="Cleaning steps, each counted in data_report.json.")
     on_bad_rows: Literal["error", "skip"] = Field(
         "error", description="A malformed row: stop with its file and line (error) or drop and count it (skip).")
+    dataset_format: DatasetFormat = Field(
+        "auto", description="How records are laid out: labelled (text + label), alpaca (instruction/input/output), "
+        "sharegpt (conversations of from/value), messages (OpenAI role/content), prompt-completion, or text (raw "
+        "documents for continued pretraining); auto detects it from the first record's keys.")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Map the format's keys to your column names, e.g. {instruction: question, "
+        "output: answer} or {messages: dialog, role: speaker, content: text}.")
+    roles: dict[str, str] = Field(
+        default_factory=dict, description="Map role names in your data to user/assistant/system, e.g. {bot: assistant}.")
+    template: str = Field(
+        "auto", description="Chat template: auto (the tokenizer's own, else chatml when its tokens exist, else plain), "
+        "or a named one: chatml | plain | alpaca.")
+    system_prompt: str | None = Field(None, description="A system message put before every conversation that has none.")
+    loss_on: Literal["completion", "all"] = Field(
+        "completion", description="Train on the assistant/completion tokens only (default) or on every token.")
+    packing: bool | None = Field(
+        None, description="Pack short examples into full rows with per-example attention (default: on for causal-lm).")
     max_rows: int | None = Field(None, ge=10, description="Use at most this many rows (a seeded stratified sample).")
     min_examples_per_class: int = Field(
         0, ge=0, description="Drop classes with fewer examples (counted); 0 keeps all and errors if one cannot be split.")
@@ -78,7 +99,8 @@ class MethodConfig(Section):
 
 class EarlyStoppingConfig(Section):
     metric: Literal["macro_f1", "accuracy", "weighted_f1", "loss"] = Field(
-        "macro_f1", description="Validation metric that selects the best checkpoint and drives early stopping.")
+        "macro_f1", description="Validation metric that selects the best checkpoint and drives early stopping "
+        "(generative tasks: loss).")
     patience: int = Field(2, ge=1, description="Evaluations without improvement before training stops.")
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
 
@@ -110,9 +132,34 @@ class TrainConfig(Section):
         return self
 
 
+class GenerationConfig(Section):
+    max_new_tokens: int = Field(64, ge=1, description="Most tokens generated per answer.")
+    do_sample: bool = Field(False, description="Sample (temperature/top_p/top_k) instead of greedy or beam search.")
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature (do_sample).")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling mass (do_sample).")
+    top_k: int = Field(50, ge=0, description="Sample among the k most likely tokens (do_sample; 0 = all).")
+    num_beams: int = Field(1, ge=1, description="Beam search width (1 = greedy when not sampling).")
+    repetition_penalty: float = Field(1.0, gt=0, description="Penalty on repeated tokens (1 = none).")
+    stop_strings: list[str] = Field(default_factory=list, description="Stop generating when one of these appears.")
+    batch_size: int = Field(16, ge=1, description="Prompts generated together.")
+    seed: int = Field(0, description="Seed for sampling.")
+
+
+BASELINES = {"sequence-classification": ["majority", "linear_probe"], "causal-lm": ["zero_shot", "few_shot"],
+             "seq2seq": ["copy_input"]}
+
+
 class EvaluationConfig(Section):
-    baselines: list[Literal["majority", "linear_probe"]] = Field(
-        default_factory=lambda: ["majority", "linear_probe"], description="Baselines scored on the same test split.")
+    baselines: list[Literal["majority", "linear_probe", "zero_shot", "few_shot", "copy_input"]] | None = Field(
+        None, description="Baselines scored on the same test split (default: majority + linear_probe for "
+        "classification; the base model zero_shot + few_shot for causal-lm; copy_input (the prompt as the answer) for "
+        "seq2seq).")
+    few_shot_k: int = Field(3, ge=1, description="Training examples put in the prompt of the few_shot baseline.")
+    max_test_examples: int | None = Field(
+        200, ge=1, description="Generative tasks: generate for at most this many test prompts (a seeded sample; "
+        "perplexity uses the whole test split). null = all.")
+    samples_in_report: int = Field(12, ge=0, description="Sample prompts shown in report.html with each model's output.")
+    generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Decoding for generative tasks.")
     bootstrap_samples: int = Field(1000, ge=100, description="Bootstrap resamples for confidence intervals.")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the intervals.")
 
@@ -196,6 +243,24 @@ class RunConfig(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment tracking.")
     hpo: HpoConfig | None = Field(None, description="Hyperparameter search (used by tuneforge tune).")
     output_dir: str | None = Field(None, description="Run folder (default: runs/<name>-<timestamp>).")
+
+    @model_validator(mode="after")
+    def _task_defaults(self) -> RunConfig:
+        task = self.model.task
+        if self.evaluation.baselines is None:
+            self.evaluation.baselines = list(BASELINES[task])
+        allowed = BASELINES[task]
+        wrong = [b for b in self.evaluation.baselines if b not in allowed]
+        if wrong:
+            raise ValueError(f"evaluation.baselines: {', '.join(wrong)} do not apply to task {task} "
+                             f"(allowed: {', '.join(allowed) or 'none'})")
+        early = self.train.early_stopping
+        if task in GENERATIVE_TASKS and early is not None and early.metric != "loss":
+            if "metric" in early.model_fields_set:
+                raise ValueError(f"train.early_stopping.metric: {task} runs are selected by validation loss "
+                                 f"(set it to loss)")
+            early.metric = "loss"
+        return self
 
     @field_validator("method", mode="before")
     @classmethod

@@ -77,6 +77,50 @@ def load_rows(path: str | Path, fmt: str = "auto", text_column: str = "text", la
     return Loaded(rows=rows, format=fmt, bad_rows=reader.bad)
 
 
+@dataclass
+class Record:
+    """One record of a generative dataset, its fields as read (strings, lists, objects)."""
+
+    fields: dict[str, Any]
+    where: str
+
+
+def load_records(path: str | Path, fmt: str = "auto", on_bad_rows: str = "error",
+                 hf_split: str | None = None) -> tuple[list[Record], str, list[str]]:
+    """Every record of a data source with its location; a folder holds documents (``**/*.txt``, field ``text``).
+    Returns (records, file format, bad rows)."""
+    path = Path(resolve_data_path(str(path))).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: data path not found (set data.path to a file or folder)")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    reader = _RecordReader(path, "", "", on_bad_rows)
+    if fmt == "folder":
+        records = [Record({"text": _read_text_file(file)}, str(file)) for file in sorted(path.rglob("*.txt"))]
+    elif fmt == "hf":
+        records = list(reader.records(_hf_records(path, hf_split, ""), "row"))
+    elif fmt in ("csv", "jsonl"):
+        records = list(getattr(reader, fmt)())
+    elif fmt == "json":
+        records = list(reader.records(_json_records(path), "record"))
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        records = list(reader.records(enumerate(pq.read_table(path).to_pylist(), start=1), "row"))
+    else:
+        raise DataError(f"data.format {fmt!r} is not supported")
+    if not records:
+        raise DataError(f"{path}: no records found")
+    return records, fmt, reader.bad
+
+
+def _read_text_file(file: Path) -> str:
+    data = file.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")  # repaired by cleaning (ftfy)
+
+
 class _Reader:
     def __init__(self, path: Path, text_column: str, label_column: str, on_bad_rows: str):
         self.path, self.text_column, self.label_column = path, text_column, label_column
@@ -162,11 +206,17 @@ class _Reader:
             raise DataError(f"{self.path}: a folder dataset needs one sub-folder per label holding .txt files")
         for label_dir in label_dirs:
             for file in sorted(label_dir.glob("*.txt")):
-                try:
-                    text = file.read_bytes().decode("utf-8")
-                except UnicodeDecodeError:
-                    text = file.read_bytes().decode("latin-1")  # repaired by cleaning (ftfy) and counted there
-                yield Row(text=text, label=label_dir.name, where=str(file))
+                yield Row(text=_read_text_file(file), label=label_dir.name, where=str(file))
+
+
+class _RecordReader(_Reader):
+    """The same line-numbered reading, keeping whole records (the format decides which keys matter)."""
+
+    def check_columns(self, keys: list[str], where: str) -> None:
+        return None
+
+    def row(self, record: dict[str, Any], where: str) -> Record:  # type: ignore[override]
+        return Record(dict(record), where)
 
 
 def _read_utf8(path: Path) -> str:

@@ -38,6 +38,13 @@ def write_report(run_dir: str | Path) -> Path:
     config_text = (run_dir / "config.yaml").read_text()
     name = config_text.split("\n", 1)[0].removeprefix("name:").strip()
     test = metrics["test"]
+    if metrics.get("task") in ("causal-lm", "seq2seq"):
+        from tuneforge.evaluation.report_generative import generative_parts
+
+        parts = [f"<h1>tuneforge run: {html.escape(name)}</h1>",
+                 *generative_parts(run_dir, metrics, data_report, params, log),
+                 "<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>"]
+        return _page(run_dir, name, parts)
     parts = [
         f"<h1>tuneforge run: {html.escape(name)}</h1>",
         f"<p>Test split: {test['finetuned']['n']} examples, read once after training. Intervals: "
@@ -52,33 +59,46 @@ def write_report(run_dir: str | Path) -> Path:
         "<h2>Data</h2>", _data_section(data_report),
         "<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>",
     ]
+    return _page(run_dir, name, parts)
+
+
+def _page(run_dir: Path, name: str, parts: list[str]) -> Path:
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>tuneforge: {html.escape(name)}</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
     return atomic_write_text(run_dir / "report.html", page)
 
 
 def _cell(figures: dict[str, Any], metric: str) -> str:
+    if figures.get(metric) is None:
+        return "<td class='ci'>n/a</td>"
+    if f"{metric}_ci" not in figures:
+        return f"<td>{fmt(figures[metric])}</td>"
     low, high = figures[f"{metric}_ci"]
     return f"<td>{fmt(figures[metric])}<br><span class='ci'>[{fmt(low)}, {fmt(high)}]</span></td>"
 
 
-def _comparison_table(test: dict[str, Any]) -> str:
+def _comparison_table(test: dict[str, Any], shown: tuple[str, ...] = SHOWN) -> str:
     models = {"fine-tuned": test["finetuned"], **{f"baseline: {k}": v for k, v in test["baselines"].items()}}
     head = "".join(f"<th>{html.escape(m)}</th>" for m in models)
     rows = "".join(f"<tr><td>{metric}</td>{''.join(_cell(f, metric) for f in models.values())}</tr>"
-                   for metric in SHOWN)
+                   for metric in shown if any(metric in f for f in models.values()))
     return f"<table id='comparison'><tr><th>metric</th>{head}</tr>{rows}</table>"
 
 
-def _difference_table(test: dict[str, Any]) -> str:
+def _difference_table(test: dict[str, Any], shown: tuple[str, ...] = SHOWN) -> str:
     diffs = test.get("finetuned_minus_baseline", {})
     if not diffs:
         return "<p>No baselines were run.</p>"
     head = "".join(f"<th>fine-tuned − {html.escape(name)}</th>" for name in diffs)
     rows = []
-    for metric in SHOWN:
+    for metric in shown:
+        if not any(f.get(f"{metric}_ci") for f in diffs.values()):
+            continue
         cells = []
         for figures in diffs.values():
+            if not figures.get(f"{metric}_ci"):
+                cells.append("<td class='ci'>n/a</td>")
+                continue
             low, high = figures[f"{metric}_ci"]
             verdict = "win" if low > 0 else "lose" if high < 0 else ""
             cells.append(f"<td class='{verdict}'>{figures[metric]:+.4f}<br>"

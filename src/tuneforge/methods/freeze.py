@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 
 from tuneforge.config.schema import MethodConfig
-from tuneforge.methods.registry import MethodSpec, register
+from tuneforge.methods.registry import ALL_TASKS, MethodSpec, register
 
 _NORM = re.compile(r"(^|\.)(layer_?norm|ln_?\w*|norm\w*|\w*_norm)(\.|$)", re.IGNORECASE)
 
@@ -65,5 +65,5 @@ def _head_prefixes(model: torch.nn.Module) -> list[str]:
     return [f"{name}." for name, _ in model.named_children() if name != backbone]
 
 
-register(MethodSpec("freeze", FreezeConfig, "tuneforge.methods.freeze:apply", ("sequence-classification",),
+register(MethodSpec("freeze", FreezeConfig, "tuneforge.methods.freeze:apply", ALL_TASKS,
                     "Freeze embeddings, the first N layers or named parameters; train the rest."))

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 
 from tuneforge.config.schema import MethodConfig
-from tuneforge.methods.registry import MethodSpec, register
+from tuneforge.methods.registry import ALL_TASKS, MethodSpec, register
 
 
 class FullConfig(MethodConfig):
@@ -20,5 +20,5 @@ def apply(model: torch.nn.Module, config: FullConfig, task: str) -> torch.nn.Mod
     return model
 
 
-register(MethodSpec("full", FullConfig, "tuneforge.methods.full:apply", ("sequence-classification",),
+register(MethodSpec("full", FullConfig, "tuneforge.methods.full:apply", ALL_TASKS,
                     "Train every parameter."))

@@ -8,9 +8,9 @@ import torch
 from pydantic import Field
 
 from tuneforge.config.schema import MethodConfig
-from tuneforge.methods.registry import MethodSpec, register
+from tuneforge.methods.registry import ALL_TASKS, MethodSpec, register
 
-_PEFT_TASK = {"sequence-classification": "SEQ_CLS"}
+_PEFT_TASK = {"sequence-classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 
 
 class LoraConfig(MethodConfig):
@@ -30,12 +30,15 @@ class LoraConfig(MethodConfig):
 def apply(model: torch.nn.Module, config: LoraConfig, task: str) -> torch.nn.Module:
     import peft
 
+    targets = config.target_modules
+    if targets is None and getattr(model.config, "model_type", "") == "encoder-decoder":
+        targets = ["query", "value"]  # peft has no default for a joined encoder-decoder: BERT's choice, both sides
     peft_config = peft.LoraConfig(
         task_type=_PEFT_TASK[task],
         r=config.r,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
-        target_modules=config.target_modules,
+        target_modules=targets,
         bias=config.bias,
         modules_to_save=config.modules_to_save,
         use_rslora=config.use_rslora,
@@ -44,5 +47,5 @@ def apply(model: torch.nn.Module, config: LoraConfig, task: str) -> torch.nn.Mod
     return peft.get_peft_model(model, peft_config)
 
 
-register(MethodSpec("lora", LoraConfig, "tuneforge.methods.lora:apply", ("sequence-classification",),
+register(MethodSpec("lora", LoraConfig, "tuneforge.methods.lora:apply", ALL_TASKS,
                     "Low-rank adapters on chosen linear layers (peft); DoRA and rsLoRA as options."))

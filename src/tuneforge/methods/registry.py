@@ -31,6 +31,7 @@ class MethodSpec:
 
 
 _METHODS: dict[str, MethodSpec] = {}
+ALL_TASKS = ("sequence-classification", "causal-lm", "seq2seq")
 
 
 def register(spec: MethodSpec) -> None:

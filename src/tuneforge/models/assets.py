@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tuneforge.errors import UserError
 from tuneforge.packages import package_dir
@@ -30,6 +31,9 @@ def cache_dir() -> Path:
 
 
 def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
+    if "+" in name and not Path(name).expanduser().exists():
+        encoder, _, decoder = name.partition("+")
+        return _composed(name, resolve_model(encoder, revision), resolve_model(decoder, revision))
     local = Path(name).expanduser()
     if local.is_file() and local.suffix == ".gguf":
         return _from_gguf(name, local.parent, local.name)
@@ -60,9 +64,6 @@ def _from_gguf(name: str, folder: Path, gguf_file: str) -> ResolvedModel:
 
 
 def convert_gguf(folder: Path, gguf_file: str, target: Path) -> None:
-    import shutil
-    import tempfile
-
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -74,6 +75,14 @@ def convert_gguf(folder: Path, gguf_file: str, target: Path) -> None:
     config = AutoConfig.for_model(**config.to_dict())
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
+    save_to_cache(model, tokenizer, target)
+
+
+def save_to_cache(model: Any, tokenizer: Any, target: Path) -> None:
+    """Save a model and tokenizer into a cache folder atomically (a staging folder renamed into place)."""
+    import shutil
+    import tempfile
+
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
@@ -84,3 +93,23 @@ def convert_gguf(folder: Path, gguf_file: str, target: Path) -> None:
         os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _composed(name: str, encoder: ResolvedModel, decoder: ResolvedModel) -> ResolvedModel:
+    """``encoder+decoder``: an EncoderDecoderModel joined from two pretrained models (cross-attention starts
+    untrained, seeded), built once and cached so that a LoRA adapter always finds the same base."""
+    target = cache_dir() / "encoder-decoder" / name.replace("/", "--")
+    if not (target / "config.json").exists():
+        import torch
+        from transformers import AutoTokenizer, EncoderDecoderModel
+
+        torch.manual_seed(0)
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(encoder.path, decoder.path)
+        tokenizer = AutoTokenizer.from_pretrained(decoder.path)
+        start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+        end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+        for config in (model.config, model.generation_config):
+            config.decoder_start_token_id, config.eos_token_id = start, end
+            config.pad_token_id = tokenizer.pad_token_id
+        save_to_cache(model, tokenizer, target)
+    return ResolvedModel(name, str(target), "composed")

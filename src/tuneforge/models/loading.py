@@ -48,3 +48,18 @@ def load_encoder(model: ResolvedModel, revision: str | None = None, trust_remote
     from transformers import AutoModel
 
     return AutoModel.from_pretrained(model.path, **_hub_kwargs(revision, trust_remote_code))
+
+
+def load_generative(model: ResolvedModel, task: str, revision: str | None = None,
+                    trust_remote_code: bool = False) -> Any:
+    """A causal LM (decoder) or a sequence-to-sequence model (encoder-decoder), weights in float32 (the
+    master copy; training autocasts)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    auto = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSeq2SeqLM
+    try:
+        return auto.from_pretrained(model.path, dtype=torch.float32, **_hub_kwargs(revision, trust_remote_code))
+    except (OSError, ValueError) as exc:
+        kind = "a causal language model" if task == "causal-lm" else "an encoder-decoder (seq2seq) model"
+        raise UserError(f"model {model.name!r}: cannot load it as {kind} ({str(exc).splitlines()[0]})") from None

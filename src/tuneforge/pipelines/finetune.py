@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tuneforge.config.loader import dump_config
-from tuneforge.config.schema import RunConfig
+from tuneforge.config.schema import GENERATIVE_TASKS, RunConfig
 from tuneforge.io import atomic_write_json, atomic_write_text
 
 
@@ -28,7 +28,9 @@ class RunResult:
 
 
 ARTIFACTS = ["config.yaml", "data_report.json", "params.json", "metrics.json", "train_log.jsonl", "report.html",
-             "predictions.csv"]
+             "predictions.csv", "predictions.jsonl"]
+HEADLINE = ("accuracy", "macro_f1", "weighted_f1", "rougeL", "bleu", "chrf", "meteor", "exact_match", "ended_rate",
+            "perplexity")
 
 
 def finetune(config: RunConfig, output: str | Path | None = None, resume: bool = False,
@@ -49,7 +51,12 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
                                                                        **(tags or {})})
     tracker.log_params(config.model_dump(mode="json", exclude={"hpo", "tracking"}))
     try:
-        metrics = _run(config, run_dir, resume, log, evaluate_test, list(callbacks), tracker, quiet)
+        if config.model.task in GENERATIVE_TASKS:
+            from tuneforge.pipelines.generative import run_generative
+
+            metrics = run_generative(config, run_dir, resume, log, evaluate_test, list(callbacks), tracker, quiet)
+        else:
+            metrics = _run(config, run_dir, resume, log, evaluate_test, list(callbacks), tracker, quiet)
         metrics["seconds"] = round(time.time() - started, 1)
         atomic_write_json(run_dir / "metrics.json", metrics)
         if evaluate_test:
@@ -77,9 +84,6 @@ def _run(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], No
     from tuneforge.models.assets import resolve_model
     from tuneforge.models.inspection import count_parameters
     from tuneforge.models.loading import load_classifier, load_tokenizer
-    from tuneforge.training.callbacks import TrackingCallback
-    from tuneforge.training.engine import build_trainer, last_checkpoint
-
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
 
@@ -109,18 +113,11 @@ def _run(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], No
         f" with method {config.method.name}")
 
     # train
-    trainer = build_trainer(model, tokenizer, datasets["train"], datasets["validation"], config.train,
-                            len(data.labels), run_dir, [TrackingCallback(tracker), *callbacks],
-                            config.tracking.extra, quiet)
-    checkpoint = last_checkpoint(run_dir / "checkpoints") if resume else None
-    _trim_log(run_dir / "train_log.jsonl", checkpoint)
-    if checkpoint:
-        log(f"resuming from {checkpoint}")
-    train_started = time.time()
-    trainer.train(resume_from_checkpoint=checkpoint)
-    train_seconds = time.time() - train_started
+    trainer, train_seconds = train_with_resume(model, tokenizer, datasets["train"], datasets["validation"], config,
+                                               run_dir, resume, log, callbacks, tracker, quiet,
+                                               num_labels=len(data.labels))
     model = trainer.model
-    _save_model(model, tokenizer, run_dir / "model", resolved.path, config, data.labels)
+    save_model(model, tokenizer, run_dir / "model", resolved.path, config, data.labels)
 
     from tuneforge.pipelines.evaluate import best_checkpoint_info, evaluate_run
 
@@ -133,15 +130,39 @@ def _run(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], No
     return {**evaluate_run(model, tokenizer, data, config, resolved, run_dir, trainer.state), "training": training}
 
 
+def train_with_resume(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], eval_set: list[dict[str, Any]],
+                      config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None],
+                      callbacks: list[Any], tracker: Any, quiet: bool, num_labels: int = 0, collator: Any = None,
+                      exact_token_loss: bool = True) -> tuple[Any, float]:
+    """Build the Trainer, continue from the last checkpoint when resuming, train; returns it and the seconds."""
+    from tuneforge.training.callbacks import TrackingCallback
+    from tuneforge.training.engine import build_trainer, last_checkpoint
+
+    trainer = build_trainer(model, tokenizer, train_set, eval_set, config.train, num_labels, run_dir,
+                            [TrackingCallback(tracker), *callbacks], config.tracking.extra, quiet, collator)
+    if not exact_token_loss:
+        # a model whose loss is a plain per-batch mean (EncoderDecoderModel) ignores num_items_in_batch: let the
+        # Trainer divide by the accumulation steps itself
+        trainer.model_accepts_loss_kwargs = False
+    checkpoint = last_checkpoint(run_dir / "checkpoints") if resume else None
+    _trim_log(run_dir / "train_log.jsonl", checkpoint)
+    if checkpoint:
+        log(f"resuming from {checkpoint}")
+    started = time.time()
+    trainer.train(resume_from_checkpoint=checkpoint)
+    return trainer, time.time() - started
+
+
 def _headline(metrics: dict[str, Any]) -> dict[str, float]:
     """The figures a run list shows: test metrics with their baselines, the best validation metric, costs."""
     out: dict[str, float] = {}
     test = metrics.get("test", {})
-    for name in ("accuracy", "macro_f1", "weighted_f1"):
-        if name in test.get("finetuned", {}):
+    for name in HEADLINE:
+        if isinstance(test.get("finetuned", {}).get(name), (int, float)):
             out[f"test_{name}"] = test["finetuned"][name]
             for baseline, figures in test.get("baselines", {}).items():
-                out[f"test_{name}_{baseline}"] = figures[name]
+                if isinstance(figures.get(name), (int, float)):
+                    out[f"test_{name}_{baseline}"] = figures[name]
     best = metrics.get("validation", {}).get("best_metric")
     if best is not None:
         out["validation_best"] = best
@@ -193,17 +214,18 @@ def _trim_log(path: Path, checkpoint: str | None) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
-def _save_model(model: Any, tokenizer: Any, target: Path, base_path: str, config: RunConfig,
-                labels: list[str]) -> None:
+def save_model(model: Any, tokenizer: Any, target: Path, base_path: str, config: RunConfig,
+               labels: list[str], extra: dict[str, Any] | None = None) -> None:
     """HF format: a peft adapter (adapter_config.json + adapter_model.safetensors) or a full model; with the
-    tokenizer and ``tuneforge.json`` (task, base model, labels) so that predict needs nothing else."""
+    tokenizer and ``tuneforge.json`` (task, base model, labels, template) so that predict/generate need
+    nothing else."""
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     atomic_write_json(staging / "tuneforge.json", {"task": config.model.task, "base_model": base_path,
                                                    "method": config.method.name, "labels": labels,
-                                                   "max_length": config.data.max_length})
+                                                   "max_length": config.data.max_length, **(extra or {})})
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
 

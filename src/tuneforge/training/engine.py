@@ -29,9 +29,13 @@ def last_checkpoint(checkpoint_dir: Path) -> str | None:
 
 def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], eval_set: list[dict[str, Any]],
                   config: TrainConfig, num_labels: int, run_dir: Path, extra_callbacks: list[Any] = (),
-                  report_to: list[str] = (), quiet: bool = False) -> Any:
+                  report_to: list[str] = (), quiet: bool = False, collator: Any = None) -> Any:
+    """A Trainer for a classifier (``num_labels`` classes, metrics from argmax) or, given a ``collator`` of
+    token-level examples, for a generative model (validation loss only: no logits are kept)."""
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
+
+    generative = collator is not None
 
     early = config.early_stopping
     metric = early.metric if early else "macro_f1"
@@ -61,6 +65,8 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
         report_to=list(report_to),
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        prediction_loss_only=generative,
+        label_names=["labels"],
     )
     callbacks: list[Any] = [JsonlLogCallback(run_dir / "train_log.jsonl"), NanGuardCallback(), *extra_callbacks]
     if early:
@@ -72,12 +78,13 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
         return eval_metrics(prediction.label_ids, np.argmax(logits, axis=-1), num_labels)
 
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                      processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
-                      compute_metrics=compute_metrics, callbacks=callbacks)
-    # transformers 5 assumes a model whose forward takes **kwargs scales its loss by num_items_in_batch, and
-    # then skips dividing by the accumulation steps. Classification heads take **kwargs but return a plain mean,
-    # so with accumulation the gradient (and the logged loss) came out gradient_accumulation_steps times too big.
-    trainer.model_accepts_loss_kwargs = False
+                      processing_class=tokenizer, data_collator=collator or DataCollatorWithPadding(tokenizer),
+                      compute_metrics=None if generative else compute_metrics, callbacks=callbacks)
+    if not generative:
+        # transformers 5 assumes a model whose forward takes **kwargs scales its loss by num_items_in_batch, and
+        # then skips dividing by the accumulation steps. Classification heads take **kwargs but return a plain
+        # mean, so with accumulation the gradient (and the logged loss) came out accumulation-steps times too big.
+        trainer.model_accepts_loss_kwargs = False
     if quiet:  # search trials: no progress bars or printed logs (the study reports each trial)
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 

@@ -1,0 +1,169 @@
+"""A generative run (causal-lm or seq2seq), top to bottom:
+
+data (records -> format -> conversations -> clean -> split) -> tokenize (chat template, loss on the answers,
+lint) -> pack -> model -> method -> train -> evaluate (fine-tuned vs the base model, test split read once).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from tuneforge.config.schema import RunConfig
+from tuneforge.data.chat import ChatFormatter, Encoded, encode_examples, encode_text, end_token_untrained
+from tuneforge.data.formats import Example
+from tuneforge.data.generative import GenerativeData, prepare_generative
+from tuneforge.data.packing import PackedCollator, PaddedCollator, pack, padding_share
+from tuneforge.errors import ConfigError, DataError
+from tuneforge.io import atomic_write_json
+
+
+def run_generative(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None], evaluate_test: bool,
+                   callbacks: list[Any], tracker: Any, quiet: bool = False) -> dict[str, Any]:
+    from transformers import set_seed
+
+    from tuneforge.methods.registry import apply_method
+    from tuneforge.models.assets import resolve_model
+    from tuneforge.models.inspection import count_parameters
+    from tuneforge.models.loading import load_generative, load_tokenizer
+    from tuneforge.pipelines.finetune import save_model, train_with_resume
+
+    task, seq2seq = config.model.task, config.model.task == "seq2seq"
+    data = prepare_generative(config.data, config.train.seed)
+    if data.raw_text and seq2seq:
+        raise DataError("raw text (continued pretraining) trains a causal-lm; set model.task=causal-lm")
+    resolved = resolve_model(config.model.name, config.model.revision)
+    tokenizer = load_tokenizer(resolved, config.model.revision, config.model.trust_remote_code)
+    formatter = None if (seq2seq or data.raw_text) else ChatFormatter(tokenizer, config.data.template)
+    encoded, lint = _encode(data, formatter, tokenizer, config)
+    packing = config.data.packing if config.data.packing is not None else task == "causal-lm"
+    if packing and seq2seq:
+        raise ConfigError("data.packing applies to decoder-only models; set data.packing=false for seq2seq")
+    train_set, eval_set, tokens = _batches(encoded, packing, config)
+    data.report.update(model={"name": resolved.name, "path": resolved.path, "source": resolved.source},
+                       template_lint=lint, tokens=tokens)
+
+    set_seed(config.train.seed)
+    model = load_generative(resolved, task, config.model.revision, config.model.trust_remote_code)
+    if formatter is not None and end_token_untrained(model, formatter.end_token_id):
+        lint["end_token_untrained"] = True
+        lint["warnings"].append(f"the end token {lint['end_token']} looks untrained in the base model (its "
+                                f"embedding is ~0 or the mean): train its embedding (full, or lora with "
+                                f"modules_to_save: [embed_tokens, lm_head]) or the model may never stop")
+    atomic_write_json(run_dir / "data_report.json", data.report)
+    log(_summary(data, lint, tokens))
+    for warning in lint["warnings"]:
+        log(f"warning: {warning}")
+    try:
+        model = apply_method(model, config.method, task)
+    except ValueError as exc:
+        raise ConfigError(f"method: {exc}") from None
+    params = count_parameters(model)
+    atomic_write_json(run_dir / "params.json", params)
+    tracker.log_metrics({"params_total": params["total"], "params_trainable": params["trainable"],
+                         "padding_share": tokens["padding_share"]})
+    log(f"parameters: {params['trainable']:,} trainable of {params['total']:,} ({params['trainable_pct']:.2f}%)"
+        f" with method {config.method.name}")
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    collator = PackedCollator(pad) if packing else PaddedCollator(pad)
+    trainer, train_seconds = train_with_resume(model, tokenizer, train_set, eval_set, config, run_dir, resume, log,
+                                               callbacks, tracker, quiet, collator=collator,
+                                               exact_token_loss=not seq2seq)
+    model = trainer.model
+    extra = {"template": formatter.template_name if formatter else None,
+             "stop_token_ids": formatter.stop_token_ids if formatter else None, "dataset_format": data.format}
+    save_model(model, tokenizer, run_dir / "model", resolved.path, config, [], extra)
+    training = {"global_steps": trainer.state.global_step, "epochs_run": round(trainer.state.epoch or 0.0, 3),
+                "max_epochs": config.train.epochs, "method": config.method.name,
+                "train_seconds": round(train_seconds, 2), "params_trainable": params["trainable"],
+                "padding_share": tokens["padding_share"]}
+    from tuneforge.pipelines.evaluate import best_checkpoint_info
+
+    if not evaluate_test:
+        return {"task": task, "validation": best_checkpoint_info(trainer.state), "training": training}
+    from tuneforge.pipelines.evaluate_generative import TestSet, evaluate_generative, sample_for_generation
+
+    sampled = sample_for_generation(data.splits["test"], config.evaluation.max_test_examples, config.train.seed)
+    test = TestSet(sampled, _prompts(sampled, formatter, tokenizer, config), encoded["test"],
+                   _prompts(_kept(data.splits["test"], encoded["test_kept"]), formatter, tokenizer, config)
+                   if seq2seq else None)
+    base_loader = lambda: load_generative(resolved, task, config.model.revision,  # noqa: E731
+                                          config.model.trust_remote_code)
+    metrics = evaluate_generative(model, base_loader, tokenizer, formatter, data, test, config, run_dir)
+    return {"task": task, **metrics, "validation": best_checkpoint_info(trainer.state), "training": training}
+
+
+def _encode(data: GenerativeData, formatter: ChatFormatter | None, tokenizer: Any,
+            config: RunConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Token ids and labels per split; for chat data, the template lint over every example."""
+    max_length = config.data.max_length
+    encoded: dict[str, Any] = {}
+    lint: dict[str, Any] = {"warnings": []}
+    for split, examples in data.splits.items():
+        if data.raw_text:
+            items = [block for e in examples for block in encode_text(tokenizer, e.text or "", max_length)]
+            kept = list(range(len(examples)))
+        elif formatter is None:  # seq2seq
+            items = [_seq2seq_item(tokenizer, e, max_length) for e in examples]
+            kept = list(range(len(examples)))
+        else:
+            items, report = encode_examples(formatter, examples, max_length, config.data.loss_on)
+            kept = report.kept
+            if split == "train":
+                lint = report.as_dict()
+        encoded[split], encoded[f"{split}_kept"] = items, kept
+    if not encoded["train"]:
+        raise DataError("no training example is left after tokenization (see data_report.json template_lint)")
+    return encoded, lint
+
+
+def _seq2seq_item(tokenizer: Any, example: Example, max_length: int) -> Encoded:
+    from tuneforge.pipelines.evaluate_generative import _source_text
+
+    source = tokenizer(_source_text(example), truncation=True, max_length=max_length)["input_ids"]
+    end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    target = tokenizer(example.reference, add_special_tokens=False)["input_ids"][: max_length - 1] + [end]
+    return Encoded(source, target, truncated=len(source) >= max_length)
+
+
+def _batches(encoded: dict[str, Any], packing: bool, config: RunConfig) -> tuple[list, list, dict[str, Any]]:
+    """Training and validation items (packed rows or single examples) and the padding they cost."""
+    lengths = [len(item.input_ids) for item in encoded["train"]]
+    batch_size = config.train.batch_size
+    unpacked = padding_share(lengths, batch_size)
+    tokens = {"train_tokens": sum(lengths), "train_label_tokens": sum(sum(l != -100 for l in item.labels)
+                                                                      for item in encoded["train"]),
+              "examples": len(lengths), "padding_share_unpacked": unpacked, "packing": packing}
+    if not packing:
+        as_dict = lambda items: [{"input_ids": i.input_ids, "labels": i.labels} for i in items]  # noqa: E731
+        tokens["padding_share"] = unpacked
+        return as_dict(encoded["train"]), as_dict(encoded["validation"]), tokens
+    rows = pack(encoded["train"], config.data.max_length)
+    validation = pack(encoded["validation"], config.data.max_length)
+    tokens.update(rows=len(rows), padding_share=padding_share([len(r.input_ids) for r in rows], batch_size))
+    as_rows = lambda items: [vars(r) for r in items]  # noqa: E731
+    return as_rows(rows), as_rows(validation), tokens
+
+
+def _prompts(examples: list[Example], formatter: ChatFormatter | None, tokenizer: Any,
+             config: RunConfig) -> list[list[int]]:
+    if formatter is not None:
+        return [formatter.prompt_ids(e.prompt_messages) for e in examples]
+    return [_seq2seq_item(tokenizer, e, config.data.max_length).input_ids for e in examples]
+
+
+def _kept(examples: list[Example], kept: list[int]) -> list[Example]:
+    return [examples[i] for i in kept]
+
+
+def _summary(data: GenerativeData, lint: dict[str, Any], tokens: dict[str, Any]) -> str:
+    splits = ", ".join(f"{name} {len(part)}" for name, part in data.splits.items())
+    dropped = ", ".join(f"{k} {v}" for k, v in data.report["cleaning"]["dropped"].items()) or "nothing"
+    template = f"; template {lint['template']} (end token {lint['end_token']}, in the labels of " \
+               f"{lint['end_token_in_labels_pct']}% of examples)" if lint.get("template") else ""
+    return (f"data: {data.report['source']['rows_read']} records ({data.format}), kept {splits}; removed: "
+            f"{dropped}{template}; padding {100 * tokens['padding_share']:.1f}% "
+            f"({'packed' if tokens['packing'] else 'not packed'}; {100 * tokens['padding_share_unpacked']:.1f}% "
+            f"without packing)")
