@@ -154,3 +154,40 @@ def test_generative_config_errors(tiny_llama, chat_jsonl):
         load_config(generative_config(tiny_llama, chat_jsonl, evaluation={"baselines": ["majority"]}))
     config = load_config(generative_config(tiny_llama, chat_jsonl))
     assert config.train.early_stopping.metric == "loss" and config.evaluation.baselines == ["zero_shot", "few_shot"]
+
+
+def test_qlora_trains_adapters_on_a_4bit_base(smollm_path, chat_jsonl, tmp_path):
+    import bitsandbytes as bnb
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    # bitsandbytes' CPU inference kernel needs layers at least one 64-value quantization block wide
+    tiny_llama = str(tmp_path / "llama64")
+    tokenizer = AutoTokenizer.from_pretrained(smollm_path)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=2, num_key_value_heads=1, bos_token_id=1, eos_token_id=2,
+                                 tie_word_embeddings=True)).save_pretrained(tiny_llama)
+    tokenizer.save_pretrained(tiny_llama)
+
+    from tuneforge.methods.registry import apply_method, load_kwargs
+    from tuneforge.models.assets import resolve_model
+    from tuneforge.models.loading import load_generative
+
+    config = load_config(generative_config(tiny_llama, chat_jsonl, method={"name": "qlora", "r": 4, "alpha": 8,
+                                                                           "dropout": 0.0, "target_modules": "all-linear"},
+                                           train={"epochs": 2}, evaluation={"baselines": []}))
+    model = load_generative(resolve_model(tiny_llama), "causal-lm", **load_kwargs(config.method))
+    quantized = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(quantized) == 2 * 7 and quantized[0].weight.quant_type == "nf4"  # 2 layers x (q,k,v,o,gate,up,down)
+    assert quantized[0].weight.quant_state.nested  # double quantization
+    model = apply_method(model, config.method, "causal-lm")
+    assert all(not p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+
+    result = finetune(config, output=tmp_path / "run", log=lambda _: None)
+    assert losses(result.run_dir)[-1] < losses(result.run_dir)[0]
+    adapter = json.loads((result.run_dir / "model" / "adapter_config.json").read_text())
+    assert adapter["peft_type"] == "LORA" and adapter["r"] == 4
+    from tuneforge.pipelines.generate import load_generator
+
+    assert load_generator(result.run_dir, max_new_tokens=3).generate(["1 plus one, goal?"])[0]["new_tokens"] <= 3

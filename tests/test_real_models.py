@@ -57,3 +57,24 @@ def test_smollm2_gguf_is_cached_once_as_safetensors(tmp_path, monkeypatch):
     with torch.no_grad():
         shuffled_perplexity = math.exp(model(ids, labels=ids).loss.item())
     assert perplexity < 40 < shuffled_perplexity  # really pretrained, not random
+
+
+def test_smollm2_chat_quickstart_on_a_small_sample(tmp_path):
+    """The chat quickstart's pipeline on real SmolLM2 and chatterbot-corpus, cut down: it learns the corpus's
+    answers (perplexity falls below the base model's) and its answers stop with the end-of-turn token."""
+    import time
+
+    from tuneforge.config.loader import preset_path
+
+    started = time.time()
+    config = load_config(preset_path("quickstart-chat"), [
+        "data.max_rows=260", "data.max_length=96", "evaluation.max_test_examples=16", "evaluation.bootstrap_samples=200",
+        "evaluation.generation.max_new_tokens=32", "tracking.enabled=false"])
+    result = finetune(config, output=tmp_path / "run", log=lambda _: None)
+    test = result.metrics["test"]
+    lint = json.loads((result.run_dir / "data_report.json").read_text())["template_lint"]
+    assert lint["template"] == "tokenizer" and lint["end_token"] == "<|im_end|>" and not lint["end_token_untrained"]
+    assert test["finetuned"]["perplexity_ci"][1] < test["baselines"]["zero_shot"]["perplexity"]
+    assert test["finetuned"]["ended_rate"] >= 0.75 and test["n_prompts"] == 16
+    assert test["finetuned"]["meteor"] is not None  # WordNet is installed by the setup
+    assert time.time() - started < 300

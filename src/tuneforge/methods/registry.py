@@ -28,6 +28,7 @@ class MethodSpec:
     apply: str  # "module:function", imported on first use
     tasks: tuple[str, ...]
     description: str
+    load: str | None = None  # "module:function" giving extra from_pretrained kwargs (e.g. quantization)
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -80,6 +81,15 @@ def apply_method(model: torch.nn.Module, config: MethodConfig, task: str) -> tor
     return apply(model, config, task)
 
 
+def load_kwargs(config: MethodConfig) -> dict[str, Any]:
+    """What the base model's ``from_pretrained`` needs for this method (QLoRA: a quantization config)."""
+    spec = spec_for(config.name)
+    if spec.load is None:
+        return {}
+    module_name, _, function = spec.load.partition(":")
+    return getattr(importlib.import_module(module_name), function)(config)
+
+
 def _load_builtin() -> None:
     if not _METHODS:
-        from tuneforge.methods import freeze, full, lora  # noqa: F401  (each registers itself)
+        from tuneforge.methods import freeze, full, lora, qlora  # noqa: F401  (each registers itself)

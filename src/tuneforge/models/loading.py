@@ -28,14 +28,15 @@ def load_tokenizer(model: ResolvedModel, revision: str | None = None, trust_remo
 
 
 def load_classifier(model: ResolvedModel, labels: list[str], tokenizer: Any, revision: str | None = None,
-                    trust_remote_code: bool = False) -> Any:
+                    trust_remote_code: bool = False, **load_kwargs: Any) -> Any:
     """A sequence classifier with a fresh head sized from the data; id2label/label2id saved in its config."""
     from transformers import AutoModelForSequenceClassification
 
     try:
         classifier = AutoModelForSequenceClassification.from_pretrained(
             model.path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)}, **_hub_kwargs(revision, trust_remote_code))
+            label2id={label: i for i, label in enumerate(labels)}, **_hub_kwargs(revision, trust_remote_code),
+            **load_kwargs)
     except OSError as exc:
         raise UserError(f"model {model.name!r}: cannot load it ({str(exc).splitlines()[0]})") from None
     if classifier.config.pad_token_id is None:
@@ -51,15 +52,16 @@ def load_encoder(model: ResolvedModel, revision: str | None = None, trust_remote
 
 
 def load_generative(model: ResolvedModel, task: str, revision: str | None = None,
-                    trust_remote_code: bool = False) -> Any:
+                    trust_remote_code: bool = False, **load_kwargs: Any) -> Any:
     """A causal LM (decoder) or a sequence-to-sequence model (encoder-decoder), weights in float32 (the
-    master copy; training autocasts)."""
+    master copy; training autocasts), or quantized when ``load_kwargs`` say so (QLoRA)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     auto = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSeq2SeqLM
     try:
-        return auto.from_pretrained(model.path, dtype=torch.float32, **_hub_kwargs(revision, trust_remote_code))
+        return auto.from_pretrained(model.path, dtype=torch.float32, **_hub_kwargs(revision, trust_remote_code),
+                                    **load_kwargs)
     except (OSError, ValueError) as exc:
         kind = "a causal language model" if task == "causal-lm" else "an encoder-decoder (seq2seq) model"
         raise UserError(f"model {model.name!r}: cannot load it as {kind} ({str(exc).splitlines()[0]})") from None

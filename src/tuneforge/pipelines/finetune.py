@@ -80,7 +80,7 @@ def _run(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], No
     from transformers import set_seed
 
     from tuneforge.data.prepare import prepare_data
-    from tuneforge.methods.registry import apply_method
+    from tuneforge.methods.registry import apply_method, load_kwargs
     from tuneforge.models.assets import resolve_model
     from tuneforge.models.inspection import count_parameters
     from tuneforge.models.loading import load_classifier, load_tokenizer
@@ -99,7 +99,8 @@ def _run(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], No
 
     # model + method (seeded before the head and the adapter are created)
     set_seed(config.train.seed)
-    model = load_classifier(resolved, data.labels, tokenizer, config.model.revision, config.model.trust_remote_code)
+    model = load_classifier(resolved, data.labels, tokenizer, config.model.revision, config.model.trust_remote_code,
+                            **load_kwargs(config.method))
     try:
         model = apply_method(model, config.method, config.model.task)
     except ValueError as exc:

@@ -23,7 +23,7 @@ def run_generative(config: RunConfig, run_dir: Path, resume: bool, log: Callable
                    callbacks: list[Any], tracker: Any, quiet: bool = False) -> dict[str, Any]:
     from transformers import set_seed
 
-    from tuneforge.methods.registry import apply_method
+    from tuneforge.methods.registry import apply_method, load_kwargs
     from tuneforge.models.assets import resolve_model
     from tuneforge.models.inspection import count_parameters
     from tuneforge.models.loading import load_generative, load_tokenizer
@@ -45,7 +45,8 @@ def run_generative(config: RunConfig, run_dir: Path, resume: bool, log: Callable
                        template_lint=lint, tokens=tokens)
 
     set_seed(config.train.seed)
-    model = load_generative(resolved, task, config.model.revision, config.model.trust_remote_code)
+    model = load_generative(resolved, task, config.model.revision, config.model.trust_remote_code,
+                            **load_kwargs(config.method))
     if formatter is not None and end_token_untrained(model, formatter.end_token_id):
         lint["end_token_untrained"] = True
         lint["warnings"].append(f"the end token {lint['end_token']} looks untrained in the base model (its "
