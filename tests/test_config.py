@@ -37,7 +37,7 @@ def test_overrides_nest_and_parse_scalars():
 
 
 @pytest.mark.parametrize("sections, expected", [
-    ({"method": {"name": "lorax"}}, "method: unknown method 'lorax' (allowed: freeze, full, lora)"),
+    ({"method": {"name": "lorax"}}, "method: unknown method 'lorax' (allowed: adapter, freeze, full, ia3, lora, prefix, prompt, qlora)"),
     ({"method": {"name": "lora", "rank": 3}}, "method.rank: unknown key for method 'lora' (allowed: name, r,"),
     ({"train": {"epocs": 3}}, "train.epocs: unknown key (allowed here: epochs, batch_size"),
     ({"train": {"lr_scheduler": "foo"}},

@@ -191,3 +191,14 @@ def test_qlora_trains_adapters_on_a_4bit_base(smollm_path, chat_jsonl, tmp_path)
     from tuneforge.pipelines.generate import load_generator
 
     assert load_generator(result.run_dir, max_new_tokens=3).generate(["1 plus one, goal?"])[0]["new_tokens"] <= 3
+
+    # export: the 4-bit base is dequantized, then the adapter merged into it; a plain HF model comes out
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.pipelines.export import export_run
+
+    facts = export_run(result.run_dir, tmp_path / "merged")
+    assert facts["merged"] and facts["max_abs_logit_difference"] <= 1e-4
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in merged.modules())
+    assert merged.model.layers[0].mlp.up_proj.weight.dtype == torch.float32

@@ -36,7 +36,7 @@ def train_steps(model, tokenizer, steps: int = 3) -> dict[str, torch.Tensor]:
 
 
 def test_registry_lists_the_methods():
-    assert available_methods() == ["freeze", "full", "lora"]
+    assert available_methods() == ["adapter", "freeze", "full", "ia3", "lora", "prefix", "prompt", "qlora"]
 
 
 def test_lora_changes_only_adapter_and_head(tiny_bert):

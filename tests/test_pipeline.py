@@ -96,20 +96,31 @@ def test_predict_round_trip(lora_run, tmp_path):
 
 
 def test_adapter_loads_with_peft_alone(lora_run):
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    """A plain script with only transformers + peft (no tuneforge import) loads RUN_DIR/model and reproduces
+    tuneforge's test predictions (predictions.csv) exactly."""
+    import subprocess
+    import sys
 
-    model_dir = lora_run.run_dir / "model"
-    meta = json.loads((model_dir / "tuneforge.json").read_text())
-    base = AutoModelForSequenceClassification.from_pretrained(meta["base_model"], num_labels=3)
-    model = PeftModel.from_pretrained(base, str(model_dir)).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    batch = tokenizer(["garlic soup recipe"], return_tensors="pt")
-    ours = load_predictor(lora_run.run_dir).predict(["garlic soup recipe"])[0]["probabilities"]
-    with torch.no_grad():
-        probs = model(**batch).logits.softmax(-1)[0].tolist()
-    assert [round(p, 4) for p in probs] == [round(ours[label], 4) for label in meta["labels"]]
+    script = """
+import csv, json, sys, torch
+from peft import PeftModel
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+run = sys.argv[1]
+meta = json.load(open(run + "/model/tuneforge.json"))
+base = AutoModelForSequenceClassification.from_pretrained(meta["base_model"], num_labels=len(meta["labels"]))
+model = PeftModel.from_pretrained(base, run + "/model").eval()
+tokenizer = AutoTokenizer.from_pretrained(run + "/model")
+rows = list(csv.DictReader(open(run + "/predictions.csv")))
+with torch.no_grad():
+    batch = tokenizer([r["text"] for r in rows], truncation=True, max_length=meta["max_length"], padding=True,
+                      return_tensors="pt")
+    predicted = model(**batch).logits.argmax(-1).tolist()
+print(json.dumps({"ours": [meta["labels"][i] for i in predicted], "tuneforge": [r["predicted"] for r in rows]}))
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(lora_run.run_dir)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(result["ours"]) > 10 and result["ours"] == result["tuneforge"]
 
 
 def test_full_method_saves_a_full_model(tiny_bert, tiny_csv, tmp_path):

@@ -15,6 +15,8 @@ HELP = """tuneforge: fine-tune a pretrained model on your data, evaluate it hone
   tuneforge predict RUN_DIR --text "..."       label new text with a trained run
   tuneforge generate RUN_DIR --prompt "..."    answer prompts with a trained generative run
   tuneforge chat RUN_DIR                       talk to it (streams tokens, keeps the conversation)
+  tuneforge export RUN_DIR --merge --output D  fold a LoRA/QLoRA/IA3 adapter into a standalone HF model
+  tuneforge compare-methods cfg.yaml           the same task with full, freeze, lora, qlora, adapter, prefix
 """
 
 
@@ -53,6 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
         p.add_argument("--temperature", type=float, help="sampling temperature (with --sample)")
         p.add_argument("--num-beams", type=int, help="beam search width")
+
+    compare = sub.add_parser("compare-methods", help="the same task with several methods: parameters, peak "
+                             "memory, time, test metric")
+    compare.add_argument("config", help="YAML run config")
+    compare.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    compare.add_argument("--methods", default="full,freeze,lora,qlora,adapter,prefix",
+                         help="comma-separated methods (default full,freeze,lora,qlora,adapter,prefix)")
+    compare.add_argument("--output", help="folder (default runs/compare-<name>)")
+
+    export = sub.add_parser("export", help="merge an adapter into its base (a standalone HF model) or copy it")
+    export.add_argument("run_dir", help="run folder written by tuneforge train")
+    export.add_argument("--output", required=True, help="folder to write")
+    export.add_argument("--merge", action="store_true", help="fold LoRA/DoRA/QLoRA/IA3 into the weights")
 
     tune = sub.add_parser("tune", help="search hyperparameters (the config's hpo: section) with pruning")
     tune.add_argument("config", help="YAML run config with an hpo: section")
@@ -110,8 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     commands: dict[str, Callable[[Any], int]] = {"train": _train, "quickstart": _quickstart, "predict": _predict,
                                                  "config": _config, "tune": _tune, "runs": _runs,
-                                                 "generate": _generate, "chat": _chat}
+                                                 "generate": _generate, "chat": _chat, "export": _export,
+                                                 "compare-methods": _compare_methods}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
+
+    # bitsandbytes warns on import, on every CPU without its optional kernels package: not the user's concern
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:
@@ -195,6 +215,29 @@ def _chat(args: Any) -> int:
     generator = _generator(args)
     print("chat: an empty line or /exit ends, /reset starts over")
     chat_loop(generator, system=args.system)
+    return 0
+
+
+def _compare_methods(args: Any) -> int:
+    from tuneforge.config import load_config
+    from tuneforge.config.schema import GENERATIVE_TASKS
+    from tuneforge.pipelines.compare_methods import compare_methods, print_comparison
+
+    config = load_config(args.config, args.overrides)
+    output = args.output or f"runs/compare-{config.name}"
+    rows = compare_methods(config, [m.strip() for m in args.methods.split(",") if m.strip()], output)
+    print_comparison(rows, "rougeL" if config.model.task in GENERATIVE_TASKS else "macro_f1")
+    print(f"table and plot: {output}/compare.html")
+    return 0
+
+
+def _export(args: Any) -> int:
+    from tuneforge.pipelines.export import export_run
+
+    facts = export_run(args.run_dir, args.output, merge=args.merge)
+    detail = f" (max |merged - unmerged| logit difference {facts['max_abs_logit_difference']:.1e})" \
+        if facts["merged"] else ""
+    print(f"{'merged' if facts['merged'] else 'copied'} {facts['method']} -> {facts['output']}{detail}")
     return 0
 
 

@@ -27,14 +27,18 @@ class QLoraConfig(LoraConfig):
                                          "memory, ~30% slower).")
 
 
+HEADS = ["classifier", "score", "qa_outputs", "lm_head"]  # task heads stay in full precision (they train)
+
+
 def quantization_config(config: QLoraConfig) -> Any:
     from transformers import BitsAndBytesConfig
 
     if config.bits == 8:
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=HEADS)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=config.quant_type,
                               bnb_4bit_use_double_quant=config.double_quant,
-                              bnb_4bit_compute_dtype=_compute_dtype(config.compute_dtype))
+                              bnb_4bit_compute_dtype=_compute_dtype(config.compute_dtype),
+                              llm_int8_skip_modules=HEADS)
 
 
 def _compute_dtype(name: str) -> torch.dtype:
@@ -53,7 +57,17 @@ def apply(model: torch.nn.Module, config: QLoraConfig, task: str) -> torch.nn.Mo
     from peft import prepare_model_for_kbit_training
 
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    keep_training_layout(model)
     return apply_lora(model, config, task)
+
+
+def keep_training_layout(model: torch.nn.Module) -> None:
+    """bitsandbytes 0.50 repacks 4-bit weights for its CPU inference kernel on the first forward in eval mode
+    and does not undo it when training resumes, after which the backward pass breaks (or is wrong). Training
+    alternates with validation, so keep the layout that both understand."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 register(MethodSpec("qlora", QLoraConfig, "tuneforge.methods.qlora:apply", ALL_TASKS,

@@ -29,6 +29,8 @@ class MethodSpec:
     tasks: tuple[str, ...]
     description: str
     load: str | None = None  # "module:function" giving extra from_pretrained kwargs (e.g. quantization)
+    packs: bool = True  # whether examples may share a packed row (not with virtual tokens prepended per row)
+    save: str | None = None  # "module:function(model, folder)" when the method does not save with save_pretrained
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -81,6 +83,16 @@ def apply_method(model: torch.nn.Module, config: MethodConfig, task: str) -> tor
     return apply(model, config, task)
 
 
+def save_trained(model: torch.nn.Module, config: MethodConfig, folder: Any) -> None:
+    """Save what the method trained: its own format, or ``save_pretrained`` (peft adapters, full models)."""
+    spec = spec_for(config.name)
+    if spec.save is None:
+        model.save_pretrained(folder)
+        return
+    module_name, _, function = spec.save.partition(":")
+    getattr(importlib.import_module(module_name), function)(model, folder)
+
+
 def load_kwargs(config: MethodConfig) -> dict[str, Any]:
     """What the base model's ``from_pretrained`` needs for this method (QLoRA: a quantization config)."""
     spec = spec_for(config.name)
@@ -90,6 +102,11 @@ def load_kwargs(config: MethodConfig) -> dict[str, Any]:
     return getattr(importlib.import_module(module_name), function)(config)
 
 
+_BUILTIN_LOADED = [False]
+
+
 def _load_builtin() -> None:
-    if not _METHODS:
-        from tuneforge.methods import freeze, full, lora, qlora  # noqa: F401  (each registers itself)
+    """Import the built-in method modules once (each registers itself), whichever was imported first."""
+    if not _BUILTIN_LOADED[0]:
+        _BUILTIN_LOADED[0] = True
+        from tuneforge.methods import adapter, freeze, full, lora, peft_methods, qlora  # noqa: F401

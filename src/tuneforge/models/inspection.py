@@ -21,3 +21,10 @@ def count_parameters(model: Any) -> dict[str, Any]:
     return {"total": total, "trainable": trainable,
             "trainable_pct": round(100.0 * trainable / total, 4) if total else 0.0,
             "trainable_by_module_type": dict(by_type.most_common())}
+
+
+def parameter_line(params: dict[str, Any], method: str) -> str:
+    """The parameter report printed at the start of a run."""
+    kinds = ", ".join(f"{kind} {count:,}" for kind, count in list(params["trainable_by_module_type"].items())[:4])
+    return (f"parameters: {params['trainable']:,} trainable of {params['total']:,} ({params['trainable_pct']:.2f}%) "
+            f"with method {method}" + (f"; trainable by module type: {kinds}" if kinds else ""))

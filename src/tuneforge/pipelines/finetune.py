@@ -82,7 +82,7 @@ def _run(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], No
     from tuneforge.data.prepare import prepare_data
     from tuneforge.methods.registry import apply_method, load_kwargs
     from tuneforge.models.assets import resolve_model
-    from tuneforge.models.inspection import count_parameters
+    from tuneforge.models.inspection import count_parameters, parameter_line
     from tuneforge.models.loading import load_classifier, load_tokenizer
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
@@ -110,8 +110,7 @@ def _run(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], No
     params = count_parameters(model)
     atomic_write_json(run_dir / "params.json", params)
     tracker.log_metrics({"params_total": params["total"], "params_trainable": params["trainable"]})
-    log(f"parameters: {params['trainable']:,} trainable of {params['total']:,} ({params['trainable_pct']:.2f}%)"
-        f" with method {config.method.name}")
+    log(parameter_line(params, config.method.name))
 
     # train
     trainer, train_seconds = train_with_resume(model, tokenizer, datasets["train"], datasets["validation"], config,
@@ -221,11 +220,14 @@ def save_model(model: Any, tokenizer: Any, target: Path, base_path: str, config:
     tokenizer and ``tuneforge.json`` (task, base model, labels, template) so that predict/generate need
     nothing else."""
     staging = target.with_name(target.name + ".partial")
+    from tuneforge.methods.registry import save_trained
+
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
+    save_trained(model, config.method, staging)
     tokenizer.save_pretrained(staging)
     atomic_write_json(staging / "tuneforge.json", {"task": config.model.task, "base_model": base_path,
                                                    "method": config.method.name, "labels": labels,
+                                                   "method_config": config.method.model_dump(mode="json"),
                                                    "max_length": config.data.max_length, **(extra or {})})
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)

@@ -76,12 +76,9 @@ def load_generator(run_dir: str | Path, **decoding: Any) -> Generator:
         raise UserError(f"{run_dir}: a {meta['task']} run labels text; use tuneforge predict")
     auto = AutoModelForCausalLM if meta["task"] == "causal-lm" else AutoModelForSeq2SeqLM
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    if (model_dir / "adapter_config.json").exists():
-        from peft import PeftModel
+    from tuneforge.models.trained import load_trained
 
-        model = PeftModel.from_pretrained(auto.from_pretrained(meta["base_model"]), str(model_dir))
-    else:
-        model = auto.from_pretrained(str(model_dir))
+    model = load_trained(model_dir, meta, auto)
     formatter = None
     if meta["task"] == "causal-lm":
         formatter = ChatFormatter(tokenizer, meta.get("template") if meta.get("template") != "tokenizer" else "auto")

@@ -25,7 +25,7 @@ def run_generative(config: RunConfig, run_dir: Path, resume: bool, log: Callable
 
     from tuneforge.methods.registry import apply_method, load_kwargs
     from tuneforge.models.assets import resolve_model
-    from tuneforge.models.inspection import count_parameters
+    from tuneforge.models.inspection import count_parameters, parameter_line
     from tuneforge.models.loading import load_generative, load_tokenizer
     from tuneforge.pipelines.finetune import save_model, train_with_resume
 
@@ -37,9 +37,7 @@ def run_generative(config: RunConfig, run_dir: Path, resume: bool, log: Callable
     tokenizer = load_tokenizer(resolved, config.model.revision, config.model.trust_remote_code)
     formatter = None if (seq2seq or data.raw_text) else ChatFormatter(tokenizer, config.data.template)
     encoded, lint = _encode(data, formatter, tokenizer, config)
-    packing = config.data.packing if config.data.packing is not None else task == "causal-lm"
-    if packing and seq2seq:
-        raise ConfigError("data.packing applies to decoder-only models; set data.packing=false for seq2seq")
+    packing = _packing(config)
     train_set, eval_set, tokens = _batches(encoded, packing, config)
     data.report.update(model={"name": resolved.name, "path": resolved.path, "source": resolved.source},
                        template_lint=lint, tokens=tokens)
@@ -64,8 +62,7 @@ def run_generative(config: RunConfig, run_dir: Path, resume: bool, log: Callable
     atomic_write_json(run_dir / "params.json", params)
     tracker.log_metrics({"params_total": params["total"], "params_trainable": params["trainable"],
                          "padding_share": tokens["padding_share"]})
-    log(f"parameters: {params['trainable']:,} trainable of {params['total']:,} ({params['trainable_pct']:.2f}%)"
-        f" with method {config.method.name}")
+    log(parameter_line(params, config.method.name))
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     collator = PackedCollator(pad) if packing else PaddedCollator(pad)
@@ -94,6 +91,19 @@ def run_generative(config: RunConfig, run_dir: Path, resume: bool, log: Callable
                                           config.model.trust_remote_code)
     metrics = evaluate_generative(model, base_loader, tokenizer, formatter, data, test, config, run_dir)
     return {"task": task, **metrics, "validation": best_checkpoint_info(trainer.state), "training": training}
+
+
+def _packing(config: RunConfig) -> bool:
+    """On by default for causal-lm; never for seq2seq or methods that prepend virtual tokens to each row."""
+    from tuneforge.methods.registry import spec_for
+
+    packs = spec_for(config.method.name).packs
+    if config.data.packing and config.model.task == "seq2seq":
+        raise ConfigError("data.packing applies to decoder-only models; set data.packing=false for seq2seq")
+    if config.data.packing and not packs:
+        raise ConfigError(f"method {config.method.name} prepends virtual tokens to every row, so examples cannot "
+                          f"share one; set data.packing=false")
+    return config.data.packing if config.data.packing is not None else (config.model.task == "causal-lm" and packs)
 
 
 def _encode(data: GenerativeData, formatter: ChatFormatter | None, tokenizer: Any,

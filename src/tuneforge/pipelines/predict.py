@@ -47,17 +47,11 @@ def load_predictor(run_dir: str | Path) -> Predictor:
     meta = json.loads(meta_path.read_text())
     labels = meta["labels"]
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    if (model_dir / "adapter_config.json").exists():
-        from peft import PeftModel
+    from tuneforge.models.trained import load_trained
 
-        base = AutoModelForSequenceClassification.from_pretrained(
-            meta["base_model"], num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)})
-        if base.config.pad_token_id is None:
-            base.config.pad_token_id = tokenizer.pad_token_id
-        model = PeftModel.from_pretrained(base, str(model_dir))
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+    model = load_trained(model_dir, meta, AutoModelForSequenceClassification, num_labels=len(labels),
+                         id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+                         pad_token_id=tokenizer.pad_token_id)
     return Predictor(model=model.eval(), tokenizer=tokenizer, labels=labels, max_length=meta["max_length"])
 
 

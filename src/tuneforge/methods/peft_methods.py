@@ -1,0 +1,74 @@
+"""Prefix tuning, prompt tuning and IA3, through peft (saved in peft's format, loadable by
+``peft.PeftModel.from_pretrained``). Prefix and prompt tuning prepend virtual tokens to every sequence, so
+they cannot share a packed row between examples: runs with them are not packed."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from tuneforge.config.schema import MethodConfig
+from tuneforge.methods.lora import _PEFT_TASK
+from tuneforge.methods.registry import ALL_TASKS, MethodSpec, register
+
+
+class PrefixConfig(MethodConfig):
+    name: Literal["prefix"] = "prefix"
+    num_virtual_tokens: int = Field(20, ge=1, description="Trained key/value vectors prepended in every layer.")
+    prefix_projection: bool = Field(False, description="Reparameterize the prefix through a 2-layer MLP (more "
+                                    "stable training; only the resulting prefix is needed at inference).")
+    encoder_hidden_size: int | None = Field(None, ge=1, description="Width of that MLP (default: the model's hidden size).")
+
+
+class PromptConfig(MethodConfig):
+    name: Literal["prompt"] = "prompt"
+    num_virtual_tokens: int = Field(20, ge=1, description="Trained embeddings prepended to the input.")
+    init_text: str | None = Field(None, description="Initialise them from the embeddings of this text (e.g. "
+                                  "'Classify the topic of this article:'); default random.")
+
+
+class IA3Config(MethodConfig):
+    name: Literal["ia3"] = "ia3"
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="Modules whose activations get learned scaling vectors (default: peft's choice).")
+    feedforward_modules: list[str] | None = Field(
+        None, description="Which of them are feed-forward (scaled on their input); default: peft's choice.")
+    modules_to_save: list[str] | None = Field(None, description="Extra modules trained fully and saved.")
+
+
+def apply_prefix(model: torch.nn.Module, config: PrefixConfig, task: str) -> torch.nn.Module:
+    import peft
+
+    return peft.get_peft_model(model, peft.PrefixTuningConfig(
+        task_type=_PEFT_TASK[task], num_virtual_tokens=config.num_virtual_tokens,
+        prefix_projection=config.prefix_projection, encoder_hidden_size=config.encoder_hidden_size
+        or model.config.hidden_size))
+
+
+def apply_prompt(model: torch.nn.Module, config: PromptConfig, task: str) -> torch.nn.Module:
+    import peft
+
+    options: dict = {"prompt_tuning_init": peft.PromptTuningInit.RANDOM}
+    if config.init_text:
+        options = {"prompt_tuning_init": peft.PromptTuningInit.TEXT, "prompt_tuning_init_text": config.init_text,
+                   "tokenizer_name_or_path": model.config.name_or_path}
+    return peft.get_peft_model(model, peft.PromptTuningConfig(
+        task_type=_PEFT_TASK[task], num_virtual_tokens=config.num_virtual_tokens, **options))
+
+
+def apply_ia3(model: torch.nn.Module, config: IA3Config, task: str) -> torch.nn.Module:
+    import peft
+
+    return peft.get_peft_model(model, peft.IA3Config(
+        task_type=_PEFT_TASK[task], target_modules=config.target_modules,
+        feedforward_modules=config.feedforward_modules, modules_to_save=config.modules_to_save))
+
+
+register(MethodSpec("prefix", PrefixConfig, "tuneforge.methods.peft_methods:apply_prefix", ALL_TASKS,
+                    "Prefix tuning: trained key/value prefixes in every attention layer (peft).", packs=False))
+register(MethodSpec("prompt", PromptConfig, "tuneforge.methods.peft_methods:apply_prompt", ALL_TASKS,
+                    "Prompt tuning: trained virtual token embeddings before the input (peft).", packs=False))
+register(MethodSpec("ia3", IA3Config, "tuneforge.methods.peft_methods:apply_ia3", ALL_TASKS,
+                    "IA3: learned scaling of attention keys/values and feed-forward activations (peft)."))

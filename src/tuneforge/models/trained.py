@@ -1,0 +1,40 @@
+"""Load a trained run's model folder, whatever the method saved: a peft adapter (loaded on its base model), a
+tuneforge bottleneck adapter (``tuneforge_adapter.json``, re-applied to its base) or a full model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def load_trained(model_dir: Path, meta: dict[str, Any], auto: Any, **base_kwargs: Any) -> Any:
+    """``meta`` is the folder's tuneforge.json; ``auto`` the transformers Auto class of the task; ``base_kwargs``
+    size the base (e.g. num_labels). The base loads as in training (QLoRA: quantized the same way)."""
+    if "method_config" in meta:
+        from tuneforge.methods.registry import load_kwargs, validate_method
+
+        base_kwargs = {**base_kwargs, **load_kwargs(validate_method(meta["method_config"]))}
+    if meta.get("method") == "qlora":
+        from tuneforge.methods.qlora import keep_training_layout
+
+        return _load(model_dir, meta, auto, base_kwargs, keep_training_layout)
+    return _load(model_dir, meta, auto, base_kwargs)
+
+
+def _load(model_dir: Path, meta: dict[str, Any], auto: Any, base_kwargs: dict[str, Any],
+          prepare: Any = None) -> Any:
+    def base() -> Any:
+        model = auto.from_pretrained(meta["base_model"], **base_kwargs)
+        if prepare is not None:
+            prepare(model)  # QLoRA: the same 4-bit kernels as in training, so outputs reproduce exactly
+        return model
+
+    if (model_dir / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base(), str(model_dir))
+    if (model_dir / "tuneforge_adapter.json").exists():
+        from tuneforge.methods.adapter import load_adapter
+
+        return load_adapter(base(), model_dir)
+    return auto.from_pretrained(str(model_dir))

@@ -1,0 +1,97 @@
+"""``tuneforge export RUN_DIR --merge --output DIR``: fold a LoRA/DoRA/IA3 adapter into its base model and
+write a standalone Hugging Face model (plus tokenizer), checked against the unmerged model on sample inputs.
+
+QLoRA adapters were trained against the 4-bit base, so the base is loaded quantized as in training and
+dequantized first, then the adapter is merged into those weights (merging into 4-bit weights loses quality).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tuneforge.errors import UserError
+from tuneforge.io import atomic_write_json
+
+MERGEABLE = ("lora", "qlora", "ia3")
+TOLERANCE = 1e-4  # max |merged - unmerged| logit difference accepted (float32 rounding of W + BA)
+
+
+def export_run(run_dir: str | Path, output: str | Path, merge: bool = True) -> dict[str, Any]:
+    import torch
+
+    model_dir = Path(run_dir) / "model" if (Path(run_dir) / "model").is_dir() else Path(run_dir)
+    meta_path = model_dir / "tuneforge.json"
+    if not meta_path.exists():
+        raise UserError(f"{run_dir}: not a tuneforge run folder (no model/tuneforge.json)")
+    meta = json.loads(meta_path.read_text())
+    output = Path(output)
+    staging = output.with_name(output.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    if not merge:
+        shutil.copytree(model_dir, staging)
+        return _finish(staging, output, {"merged": False, "method": meta["method"]})
+    if meta["method"] not in MERGEABLE:
+        raise UserError(f"method {meta['method']} has nothing to merge into the weights (mergeable: "
+                        f"{', '.join(MERGEABLE)}); export without --merge to copy the adapter")
+    from transformers import AutoTokenizer
+
+    auto, base_kwargs = _auto_class(meta)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    unmerged = _load_adapter_model(model_dir, meta, auto, base_kwargs).eval()
+    sample = tokenizer(["The quick brown fox jumps over the lazy dog.", "Hello"], padding=True, return_tensors="pt")
+    inputs = _inputs(sample, meta, tokenizer)
+    with torch.no_grad():
+        before = unmerged(**inputs).logits.float()
+        merged = unmerged.merge_and_unload()
+        after = merged(**inputs).logits.float()
+    difference = float((before - after).abs().max())
+    if difference > TOLERANCE:
+        raise UserError(f"merged outputs differ from unmerged ones by {difference:.2e} (> {TOLERANCE:g}); "
+                        f"export without --merge")
+    merged.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    atomic_write_json(staging / "tuneforge.json", {**meta, "method": "full", "merged_from": meta["method"]})
+    return _finish(staging, output, {"merged": True, "method": meta["method"], "max_abs_logit_difference": difference,
+                                     "tolerance": TOLERANCE})
+
+
+def _finish(staging: Path, output: Path, facts: dict[str, Any]) -> dict[str, Any]:
+    atomic_write_json(staging / "export.json", facts)
+    shutil.rmtree(output, ignore_errors=True)
+    staging.rename(output)
+    return {**facts, "output": str(output)}
+
+
+def _auto_class(meta: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+
+    if meta["task"] == "sequence-classification":
+        labels = meta["labels"]
+        return AutoModelForSequenceClassification, {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                                                    "label2id": {label: i for i, label in enumerate(labels)}}
+    return (AutoModelForCausalLM if meta["task"] == "causal-lm" else AutoModelForSeq2SeqLM), {}
+
+
+def _load_adapter_model(model_dir: Path, meta: dict[str, Any], auto: Any, base_kwargs: dict[str, Any]) -> Any:
+    import torch
+    from peft import PeftModel
+
+    if meta["method"] == "qlora":
+        from tuneforge.methods.registry import load_kwargs, validate_method
+
+        method = validate_method(meta["method_config"])
+        base = auto.from_pretrained(meta["base_model"], **base_kwargs, **load_kwargs(method))
+        base = base.dequantize().to(torch.float32)  # the 4-bit weights as training saw them, in full precision
+    else:
+        base = auto.from_pretrained(meta["base_model"], **base_kwargs)
+    return PeftModel.from_pretrained(base, str(model_dir))
+
+
+def _inputs(sample: Any, meta: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
+    inputs = {"input_ids": sample["input_ids"], "attention_mask": sample["attention_mask"]}
+    if meta["task"] == "seq2seq":
+        inputs["decoder_input_ids"] = sample["input_ids"][:, :4]
+    return inputs
