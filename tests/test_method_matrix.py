@@ -30,7 +30,8 @@ LEARNING_RATE = {"full": 1e-3, "freeze": 1e-3, "ia3": 1e-1, "prefix": 1e-1, "pro
                  ("prompt", "causal-lm"): 3e-1}
 COMBOS = [(name, extra, task) for name in available_methods() for extra in [{}, *VARIANTS.get(name, [])]
           for task in ALL_TASKS if task in spec_for(name).tasks]
-AUTO = {"sequence-classification": "AutoModelForSequenceClassification", "causal-lm": "AutoModelForCausalLM",
+AUTO = {"sequence-classification": "AutoModelForSequenceClassification",
+        "token-classification": "AutoModelForTokenClassification", "causal-lm": "AutoModelForCausalLM",
         "seq2seq": "AutoModelForSeq2SeqLM"}
 
 
@@ -43,13 +44,16 @@ def combo_id(combo: tuple) -> str:
 def bases(tmp_path_factory) -> dict[str, str]:
     """One tiny model per architecture, 64 wide (bitsandbytes' CPU kernels need a 64-value block)."""
     import torch
-    from transformers import (BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM, T5Config,
-                              T5ForConditionalGeneration)
+    from transformers import (BertConfig, BertForSequenceClassification, BertForTokenClassification, LlamaConfig,
+                              LlamaForCausalLM, T5Config, T5ForConditionalGeneration)
 
     root = tmp_path_factory.mktemp("matrix-bases")
     torch.manual_seed(0)
     models = {
         "sequence-classification": BertForSequenceClassification(BertConfig(
+            vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+            max_position_embeddings=64, num_labels=3)),
+        "token-classification": BertForTokenClassification(BertConfig(
             vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
             max_position_embeddings=64, num_labels=3)),
         "causal-lm": LlamaForCausalLM(LlamaConfig(
@@ -72,6 +76,8 @@ def batch(task: str) -> dict:
     ids = (torch.arange(12) * 3 + torch.tensor([[2], [40], [80], [7]])) % 126 + 2  # patterns a model can memorize
     if task == "sequence-classification":
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 2, 1])}
+    if task == "token-classification":
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids % 3}
     if task == "causal-lm":
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids[:, :6].contiguous()}
@@ -162,8 +168,9 @@ from tuneforge.models.trained import load_trained
 for folder in map(Path, sys.argv[1:]):
     meta = json.loads((folder / "tuneforge.json").read_text())
     auto = {"sequence-classification": transformers.AutoModelForSequenceClassification,
+            "token-classification": transformers.AutoModelForTokenClassification,
             "causal-lm": transformers.AutoModelForCausalLM, "seq2seq": transformers.AutoModelForSeq2SeqLM}[meta["task"]]
-    kwargs = {"num_labels": 3} if meta["task"] == "sequence-classification" else {}
+    kwargs = {"num_labels": 3} if meta["task"].endswith("classification") else {}
     model = load_trained(folder, meta, auto, **kwargs).eval()
     ids = (torch.arange(12) * 3 + torch.tensor([[2], [40], [80], [7]])) % 126 + 2
     extra = {"decoder_input_ids": ids[:, :6]} if meta["task"] == "seq2seq" else {}
@@ -205,4 +212,4 @@ def merged_names(model) -> list:
 
 def test_every_method_is_in_the_matrix():
     assert {name for name, _, _ in COMBOS} == set(available_methods())
-    assert len(COMBOS) >= 3 * len(available_methods())
+    assert len(COMBOS) >= len(ALL_TASKS) * len(available_methods())

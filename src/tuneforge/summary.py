@@ -15,8 +15,11 @@ def print_summary(result: Any) -> None:
     from rich.table import Table
 
     test = result.metrics["test"]
-    generative = result.metrics.get("task") in ("causal-lm", "seq2seq")
+    task = result.metrics.get("task")
+    generative = task in ("causal-lm", "seq2seq")
     shown, headline = (GENERATIVE_SHOWN, "rougeL") if generative else (SHOWN, "macro_f1")
+    if task == "token-classification":
+        shown, headline = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy"), "entity_f1"
     if generative and "rougeL" not in test["finetuned"]:
         headline = "perplexity"
     models = {"fine-tuned": test["finetuned"], **{f"baseline: {k}": v for k, v in test["baselines"].items()}}

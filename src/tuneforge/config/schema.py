@@ -13,7 +13,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-Task = Literal["sequence-classification", "causal-lm", "seq2seq"]
+Task = Literal["sequence-classification", "token-classification", "causal-lm", "seq2seq"]
 GENERATIVE_TASKS = ("causal-lm", "seq2seq")
 DatasetFormat = Literal["auto", "labelled", "alpaca", "sharegpt", "messages", "prompt-completion", "text"]
 
@@ -24,6 +24,7 @@ class ModelConfig(Section):
         "or a Hugging Face hub id."
     )
     task: Task = Field("sequence-classification", description="What the model learns to do: sequence-classification, "
+                       "token-classification (NER: BIO tags per word), "
                        "causal-lm (instruction tuning of a decoder, or continued pretraining on raw text) or "
                        "seq2seq (an encoder-decoder; two encoder names joined by '+' build one, e.g. minilm+minilm).")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when loading from the hub.")
@@ -98,9 +99,9 @@ class MethodConfig(Section):
 
 
 class EarlyStoppingConfig(Section):
-    metric: Literal["macro_f1", "accuracy", "weighted_f1", "loss"] = Field(
+    metric: Literal["macro_f1", "accuracy", "weighted_f1", "entity_f1", "loss"] = Field(
         "macro_f1", description="Validation metric that selects the best checkpoint and drives early stopping "
-        "(generative tasks: loss).")
+        "(token-classification: entity_f1; generative tasks: loss).")
     patience: int = Field(2, ge=1, description="Evaluations without improvement before training stops.")
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
 
@@ -145,14 +146,16 @@ class GenerationConfig(Section):
     seed: int = Field(0, description="Seed for sampling.")
 
 
-BASELINES = {"sequence-classification": ["majority", "linear_probe"], "causal-lm": ["zero_shot", "few_shot"],
+BASELINES = {"sequence-classification": ["majority", "linear_probe"], "token-classification": ["memorization"],
+             "causal-lm": ["zero_shot", "few_shot"],
              "seq2seq": ["copy_input"]}
 
 
 class EvaluationConfig(Section):
-    baselines: list[Literal["majority", "linear_probe", "zero_shot", "few_shot", "copy_input"]] | None = Field(
+    baselines: list[Literal["majority", "linear_probe", "memorization", "zero_shot", "few_shot", "copy_input"]] | None = Field(
         None, description="Baselines scored on the same test split (default: majority + linear_probe for "
-        "classification; the base model zero_shot + few_shot for causal-lm; copy_input (the prompt as the answer) for "
+        "classification; memorization (each word's most frequent training tag) for token-classification; the base "
+        "model zero_shot + few_shot for causal-lm; copy_input (the prompt as the answer) for "
         "seq2seq).")
     few_shot_k: int = Field(3, ge=1, description="Training examples put in the prompt of the few_shot baseline.")
     max_test_examples: int | None = Field(
@@ -255,11 +258,12 @@ class RunConfig(Section):
             raise ValueError(f"evaluation.baselines: {', '.join(wrong)} do not apply to task {task} "
                              f"(allowed: {', '.join(allowed) or 'none'})")
         early = self.train.early_stopping
-        if task in GENERATIVE_TASKS and early is not None and early.metric != "loss":
+        wanted = {"token-classification": ("entity_f1", "loss"), "causal-lm": ("loss",), "seq2seq": ("loss",)}
+        if task in wanted and early is not None and early.metric not in wanted[task]:
             if "metric" in early.model_fields_set:
-                raise ValueError(f"train.early_stopping.metric: {task} runs are selected by validation loss "
-                                 f"(set it to loss)")
-            early.metric = "loss"
+                raise ValueError(f"train.early_stopping.metric: {task} runs are selected by "
+                                 f"{' or '.join(wanted[task])} (set it to {wanted[task][0]})")
+            early.metric = wanted[task][0]
         return self
 
     @field_validator("method", mode="before")

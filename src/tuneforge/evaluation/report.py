@@ -38,6 +38,12 @@ def write_report(run_dir: str | Path) -> Path:
     config_text = (run_dir / "config.yaml").read_text()
     name = config_text.split("\n", 1)[0].removeprefix("name:").strip()
     test = metrics["test"]
+    if metrics.get("task") == "token-classification":
+        from tuneforge.evaluation.report_ner import ner_parts
+
+        return _page(run_dir, name, [f"<h1>tuneforge run: {html.escape(name)}</h1>",
+                                     *ner_parts(metrics, data_report, params, log),
+                                     "<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>"])
     if metrics.get("task") in ("causal-lm", "seq2seq"):
         from tuneforge.evaluation.report_generative import generative_parts
 
@@ -182,8 +188,9 @@ def _training_plots(log: list[dict[str, Any]]) -> str:
         left.plot(*zip(*train), label="training loss")
     if evals:
         left.plot([e["step"] for e in evals], [e["eval_loss"] for e in evals], "o-", label="validation loss")
-        for key in ("eval_macro_f1", "eval_accuracy"):
-            right.plot([e["step"] for e in evals], [e.get(key) for e in evals], "o-", label=key[5:])
+        for key in ("eval_macro_f1", "eval_accuracy", "eval_entity_f1"):
+            if any(key in e for e in evals):
+                right.plot([e["step"] for e in evals], [e.get(key) for e in evals], "o-", label=key[5:])
     left.set(xlabel="step", ylabel="loss", title="Loss")
     right.set(xlabel="step", title="Validation metrics")
     left.legend()

@@ -65,3 +65,17 @@ def load_generative(model: ResolvedModel, task: str, revision: str | None = None
     except (OSError, ValueError) as exc:
         kind = "a causal language model" if task == "causal-lm" else "an encoder-decoder (seq2seq) model"
         raise UserError(f"model {model.name!r}: cannot load it as {kind} ({str(exc).splitlines()[0]})") from None
+
+
+def load_token_classifier(model: ResolvedModel, labels: list[str], revision: str | None = None,
+                          trust_remote_code: bool = False, **load_kwargs: Any) -> Any:
+    """A token classifier (NER) with a fresh head sized from the tags, id2label/label2id saved."""
+    from transformers import AutoModelForTokenClassification
+
+    try:
+        return AutoModelForTokenClassification.from_pretrained(
+            model.path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)}, **_hub_kwargs(revision, trust_remote_code),
+            **load_kwargs)
+    except OSError as exc:
+        raise UserError(f"model {model.name!r}: cannot load it ({str(exc).splitlines()[0]})") from None

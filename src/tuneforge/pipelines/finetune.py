@@ -29,7 +29,7 @@ class RunResult:
 
 ARTIFACTS = ["config.yaml", "data_report.json", "params.json", "metrics.json", "train_log.jsonl", "report.html",
              "predictions.csv", "predictions.jsonl"]
-HEADLINE = ("accuracy", "macro_f1", "weighted_f1", "rougeL", "bleu", "chrf", "meteor", "exact_match", "ended_rate",
+HEADLINE = ("accuracy", "macro_f1", "weighted_f1", "entity_f1", "entity_precision", "entity_recall", "rougeL", "bleu", "chrf", "meteor", "exact_match", "ended_rate",
             "perplexity")
 
 
@@ -55,6 +55,11 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
             from tuneforge.pipelines.generative import run_generative
 
             metrics = run_generative(config, run_dir, resume, log, evaluate_test, list(callbacks), tracker, quiet)
+        elif config.model.task == "token-classification":
+            from tuneforge.pipelines.token_classification import run_token_classification
+
+            metrics = run_token_classification(config, run_dir, resume, log, evaluate_test, list(callbacks), tracker,
+                                               quiet)
         else:
             metrics = _run(config, run_dir, resume, log, evaluate_test, list(callbacks), tracker, quiet)
         metrics["seconds"] = round(time.time() - started, 1)
@@ -133,13 +138,14 @@ def _run(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], No
 def train_with_resume(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], eval_set: list[dict[str, Any]],
                       config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None],
                       callbacks: list[Any], tracker: Any, quiet: bool, num_labels: int = 0, collator: Any = None,
-                      exact_token_loss: bool = True) -> tuple[Any, float]:
+                      exact_token_loss: bool = True, metrics_fn: Any = None) -> tuple[Any, float]:
     """Build the Trainer, continue from the last checkpoint when resuming, train; returns it and the seconds."""
     from tuneforge.training.callbacks import TrackingCallback
     from tuneforge.training.engine import build_trainer, last_checkpoint
 
     trainer = build_trainer(model, tokenizer, train_set, eval_set, config.train, num_labels, run_dir,
-                            [TrackingCallback(tracker), *callbacks], config.tracking.extra, quiet, collator)
+                            [TrackingCallback(tracker), *callbacks], config.tracking.extra, quiet, collator,
+                            metrics_fn)
     if not exact_token_loss:
         # a model whose loss is a plain per-batch mean (EncoderDecoderModel) ignores num_items_in_batch: let the
         # Trainer divide by the accumulation steps itself

@@ -29,13 +29,15 @@ def last_checkpoint(checkpoint_dir: Path) -> str | None:
 
 def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], eval_set: list[dict[str, Any]],
                   config: TrainConfig, num_labels: int, run_dir: Path, extra_callbacks: list[Any] = (),
-                  report_to: list[str] = (), quiet: bool = False, collator: Any = None) -> Any:
-    """A Trainer for a classifier (``num_labels`` classes, metrics from argmax) or, given a ``collator`` of
-    token-level examples, for a generative model (validation loss only: no logits are kept)."""
+                  report_to: list[str] = (), quiet: bool = False, collator: Any = None,
+                  metrics_fn: Any = None) -> Any:
+    """A Trainer for a classifier (``num_labels`` classes, metrics from argmax); given a ``collator`` and a
+    ``metrics_fn(label_ids, logits)``, for a token classifier; given a ``collator`` alone, for a generative
+    model (validation loss only: no logits are kept)."""
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
 
-    generative = collator is not None
+    generative = collator is not None and metrics_fn is None
 
     early = config.early_stopping
     metric = early.metric if early else "macro_f1"
@@ -75,6 +77,8 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
 
     def compute_metrics(prediction: Any) -> dict[str, float]:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        if metrics_fn is not None:
+            return metrics_fn(prediction.label_ids, logits)
         return eval_metrics(prediction.label_ids, np.argmax(logits, axis=-1), num_labels)
 
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,

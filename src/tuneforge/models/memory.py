@@ -1,0 +1,907 @@
+"""Predict a fine-tuning run's peak memory (and its compute) from the run config alone, before any weight loads.
+
+How the prediction is made
+--------------------------
+1. **Structure, exactly.** The model is built from its ``config.json`` on PyTorch's ``meta`` device (shapes, no
+   storage: ~1 s even for a 70B model) and the run's method is applied to it (``full``, ``freeze``, ``lora``,
+   ``qlora`` -- as LoRA, the quantization is accounted for separately --, ``adapter``, ``ia3``, ``prefix``,
+   ``prompt``; any registered method whose ``apply`` works on meta tensors). Parameter counts (total, trainable,
+   added by the method) are then exact, and so is the list of Linear layers with their shapes, which of them
+   train, which carry LoRA (rank, dropout), bottleneck adapters or IA3 vectors.
+
+2. **Bytes per part** (``Estimate.parts``), for a run on ``device``:
+
+   * ``weights``: the base model's parameters: 4 bytes each (generative tasks load float32; a classifier loads in
+     its checkpoint's dtype, which transformers 5 picks with ``dtype="auto"``). QLoRA: each quantized Linear weight
+     (every Linear except the heads and the output embedding, as transformers' bitsandbytes integration does)
+     takes 0.5 byte/param (4-bit) + its constants: fp32 absmax per 64-block (4/64 byte/param) or, double-quantized,
+     an 8-bit absmax per 64-block + an fp32 one per 256 of those (1/64 + 4/16384 byte/param); 8-bit: 1 byte/param
+     + an fp32 scale per output row. Everything else stays float32.
+   * ``adapter``: parameters the method adds (LoRA A/B, bottlenecks, prefixes, copies of the trained head).
+   * ``gradients``: one per trainable parameter, in its dtype.
+   * ``optimizer``: AdamW's two moments per trainable parameter (8 bytes in float32).
+   * ``activations``: what autograd saves in the forward pass for the backward pass, counted op by op for the
+     block layouts transformers uses (Llama-style: RMSNorm, SDPA, gated MLP; BERT-style: post-LayerNorm, dropout,
+     GELU; T5-style: RMSNorm, relative-bias attention, dropout; an encoder-decoder joined from two BERTs), per
+     token ``T = batch_size x max_length`` and per block (see :func:`_block_cost`):
+
+     - the inputs of every norm (the residual stream), and the normalized tensor where the norm's weight trains;
+     - attention: fused SDPA (CPU flash kernel without dropout; CUDA flash / memory-efficient kernels also with
+       dropout) keeps q, k, v, the output and a log-sum-exp per head: no ``L x L`` term. The unfused path (SDPA
+       on CPU with attention dropout > 0, as BERT-style models train; eager attention) keeps the softmax (heads x
+       L x L per sequence), and with dropout also its mask and the dropped probabilities: 3 x heads x L per token;
+     - the MLP: gated SiLU keeps the gate, its activation and the up projection (3 x intermediate); GELU keeps its
+       input (1 x intermediate); python ``gelu_new`` keeps 4 x intermediate;
+     - a Linear layer keeps its input only when its own weight trains (full, freeze) -- a frozen base needs only
+       the weight to pass gradients on; LoRA keeps its dropout's output and mask (on CPU the mask is a float
+       tensor, on CUDA a bool) or, without dropout, the input, plus the rank-r hidden; a bottleneck adapter keeps
+       its input and its hidden; IA3 keeps the tensor it scales;
+     - blocks before the first trainable parameter keep nothing (no gradient flows there);
+     - the LM head: the log-softmax of the logits (``T x vocab`` floats, fp32) is kept, and at the start of the
+       backward pass its gradient and the logits' gradient exist at once with it: 3 x ``T x vocab`` floats.
+
+     With gradient checkpointing each block keeps only its input (``T x hidden``) and one block's activations are
+     recomputed at a time: ``blocks x T x hidden + max(block) + head``.
+   * ``workspace``: the framework's resident memory after loading, over a baseline taken after the imports
+     (:data:`CPU_OVERHEAD`, measured) plus, on CPU, glibc malloc's retention: freed activation blocks stay in the
+     heap and the next step's peak lands on top of part of them (:data:`CPU_ALLOCATOR_RETENTION` of the
+     activations, fitted on ``benchmarks/memory_estimate.py``); for QLoRA on CPU, the float32 checkpoint's pages
+     stay mapped (the unquantized tensors keep the file mapping alive) and count in the resident set although the
+     kernel can reclaim them. On CUDA: cuBLAS workspace and allocator slack (:data:`CUDA_OVERHEAD`, not measured
+     in this project).
+
+3. **The peak** (``Estimate.total``) is not the sum of the parts: gradients fill in while the activations are
+   freed, so ``total = weights + adapter + optimizer + workspace + max(activations, gradients, evaluation)``, where
+   evaluation is the logits and log-probabilities of one evaluation batch (``eval_batch_size``) of a language
+   model. The optimizer state exists from the first step on, so later steps carry it through the forward pass.
+
+4. **Compute**: ``flops_per_token = 2 N (forward) + 2 N (gradients of the activations) + 2 N_t (gradients of the
+   trainable weights) + 12 x layers x d_attention x L`` (QK^T and AV, forward and backward), with ``N`` the
+   parameters of every matmul (Linear layers, the tied LM head included, embedding lookups excluded) and ``N_t``
+   the trainable ones: 6 N for full fine-tuning, ~4 N for a frozen base. Gradient checkpointing adds one more
+   forward pass (2 N + the attention's forward third).
+
+What is measured and what is derived: the per-op accounting is checked against the tensors autograd really saves
+on tiny BERT, Llama and T5 models (``tests/test_memory.py``), and the totals against the resident memory of real
+runs (``benchmarks/memory_estimate.py``: smollm2-135m and MiniLM, full / LoRA / QLoRA / adapter, on CPU). CUDA
+figures follow the same model with CUDA's kernels but have not been measured here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from tuneforge.config.schema import RunConfig
+
+MiB = 2**20
+CPU_OVERHEAD = 160 * MiB  # resident growth over a post-import baseline: kernels, model code, allocator arenas (measured)
+CPU_ALLOCATOR_RETENTION = 0.35  # share of the activations glibc keeps resident across steps (fitted, see above)
+CUDA_OVERHEAD = 256 * MiB  # cuBLAS workspace + caching-allocator slack (not measured in this project)
+SAFETY_MARGIN = 0.10  # advise() wants the peak below (1 - margin) x available
+HEADS = ("classifier", "score", "qa_outputs", "lm_head")  # never quantized (tuneforge.methods.qlora.HEADS)
+
+PART_NAMES = ("weights", "adapter", "gradients", "optimizer", "activations", "workspace")
+
+
+@dataclass
+class Estimate:
+    """Predicted memory of one training run. ``parts`` in bytes; ``total`` is the predicted peak."""
+
+    parts: dict[str, int]
+    total: int
+    trainable_params: int
+    total_params: int
+    flops_per_token: float
+    gradient_checkpointing: bool
+    notes: dict[str, str] = field(default_factory=dict)  # part -> how it was counted
+    details: dict[str, Any] = field(default_factory=dict)  # tokens, per-block bytes, peak candidates ...
+    device: str = "cpu"
+    config: Any = field(default=None, repr=False, compare=False)  # the RunConfig, for advise()
+    num_labels: int = 2
+
+    def table(self) -> str:
+        """A plain-text breakdown: part, MiB, note; the last row is the predicted peak."""
+        rows = [(name, f"{self.parts.get(name, 0) / MiB:,.1f}", self.notes.get(name, "")) for name in PART_NAMES]
+        rows += [(name, f"{value / MiB:,.1f}", self.notes.get(name, "")) for name, value in self.parts.items()
+                 if name not in PART_NAMES]
+        rows.append(("total", f"{self.total / MiB:,.1f}", self.notes.get("total", "")))
+        width = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+        lines = [f"{'part':<{width[0]}}  {'MiB':>{width[1]}}  note"]
+        lines += [f"{part:<{width[0]}}  {mib:>{width[1]}}  {note}".rstrip() for part, mib, note in rows]
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- public functions
+
+def estimate(config: RunConfig, gradient_checkpointing: bool = False, device: str = "cpu", *,
+             num_labels: int = 2) -> Estimate:
+    """Predict the peak memory of training ``config`` on ``device`` ("cpu", "cuda", "cuda:1").
+
+    ``num_labels`` sizes a classification head (the data decides it at run time; it changes little). QLoRA's own
+    ``method.gradient_checkpointing`` counts as ``gradient_checkpointing``.
+    """
+    profile = _profile(_profile_key(config, num_labels))
+    checkpointing = bool(gradient_checkpointing or getattr(config.method, "gradient_checkpointing", False))
+    return _estimate_from(profile, config, checkpointing, device, num_labels)
+
+
+def available_memory(device: str = "cpu") -> int:
+    """Bytes free for a run: ``psutil.virtual_memory().available`` on CPU (bounded by a cgroup memory limit when
+    the process runs in a container that sets one), ``torch.cuda.mem_get_info`` on CUDA."""
+    if _is_cuda(device):
+        import torch
+
+        index = torch.device(device).index
+        free, _ = torch.cuda.mem_get_info(torch.cuda.current_device() if index is None else index)
+        return int(free)
+    import psutil
+
+    available = int(psutil.virtual_memory().available)
+    limit = _cgroup_headroom()
+    return min(available, limit) if limit is not None else available
+
+
+def advise(estimate: Estimate, available: int) -> list[str]:
+    """Nothing when the predicted peak fits in ``available`` with a :data:`SAFETY_MARGIN`; otherwise suggestions,
+    in order: gradient checkpointing, the largest batch size that fits, QLoRA -- each with its predicted peak."""
+    budget = int(available * (1 - SAFETY_MARGIN))
+    if estimate.total <= budget:
+        return []
+    config = estimate.config
+    fits = lambda e: "fits" if e.total <= budget else f"still over the {_mib(budget)} budget"  # noqa: E731
+    if config is None:  # an Estimate built by hand: no config to re-estimate
+        return ["enable gradient checkpointing", "lower train.batch_size", "switch to method qlora (4-bit base)"]
+    again = lambda cfg, gc: _estimate_from(_profile(_profile_key(cfg, estimate.num_labels)), cfg, gc,  # noqa: E731
+                                           estimate.device, estimate.num_labels)
+    gc = estimate.gradient_checkpointing
+    suggestions: list[str] = []
+    if not gc:
+        with_gc = again(config, True)
+        suggestions.append(f"enable gradient checkpointing: predicted peak {_mib(with_gc.total)} ({fits(with_gc)}; "
+                           f"about 30% more compute)")
+    batch = config.train.batch_size
+    if batch > 1:
+        best = None
+        for size in range(batch - 1, 0, -1):
+            smaller = again(_with(config, train={"batch_size": size}), gc)
+            if smaller.total <= budget:
+                best = (size, smaller)
+                break
+        if best:
+            size, smaller = best
+            accumulation = math.ceil(batch / size) * config.train.gradient_accumulation_steps
+            suggestions.append(f"lower train.batch_size to {size}: predicted peak {_mib(smaller.total)} (fits); "
+                               f"train.gradient_accumulation_steps={accumulation} keeps the effective batch size")
+        else:
+            one = again(_with(config, train={"batch_size": 1}), gc)
+            suggestions.append(f"lower train.batch_size: even batch size 1 needs {_mib(one.total)} "
+                               f"(over the {_mib(budget)} budget)")
+    if config.method.name != "qlora":
+        qlora = _qlora_version(config)
+        if qlora is not None:
+            with_qlora = again(qlora, gc)
+            suggestions.append(f"switch to method qlora (4-bit NF4 base, double quantization, LoRA r="
+                               f"{qlora.method.r}): predicted peak {_mib(with_qlora.total)} ({fits(with_qlora)})")
+    if suggestions and all("fits)" not in s and "(fits" not in s for s in suggestions):
+        combined = _qlora_version(config) if config.method.name != "qlora" else config
+        if combined is not None:
+            smallest = again(_with(combined, train={"batch_size": 1}), True)
+            suggestions.append(f"none fits alone; all together (gradient checkpointing, batch size 1"
+                               f"{', qlora' if config.method.name != 'qlora' else ''}) predict "
+                               f"{_mib(smallest.total)} ({fits(smallest)})")
+    return suggestions
+
+
+def seconds_per_epoch(estimate: Estimate, tokens_per_epoch: int, flops_per_second: float) -> float:
+    """Predicted training seconds for ``tokens_per_epoch`` tokens at a sustained ``flops_per_second``."""
+    if flops_per_second <= 0:
+        raise ValueError("flops_per_second must be positive")
+    return tokens_per_epoch * estimate.flops_per_token / flops_per_second
+
+
+def measure_flops_per_second(seconds: float = 1.0) -> float:
+    """This machine's fp32 matmul throughput: a timed loop of 1024 x 1024 ``torch.mm`` (2 n^3 FLOPs each)."""
+    import torch
+
+    n = 1024
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up: thread pool, kernel selection
+    count, started = 0, time.perf_counter()
+    while True:
+        torch.mm(a, b)
+        count += 1
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds:
+            return 2.0 * n**3 * count / elapsed
+
+
+# ------------------------------------------------------------------------------------------------------ profiles
+
+@dataclass(frozen=True)
+class _LinearInfo:
+    path: str  # inside its block
+    role: str  # q k v o gate up down (x-prefixed for cross-attention) | other
+    d_in: int
+    d_out: int
+    trains: bool  # the base weight trains (its input must be kept)
+    lora_r: int = 0
+    lora_dropout: float = 0.0
+    adapter: int = 0  # bottleneck width
+    adapter_act: str = "relu"
+    ia3: str = ""  # "in" (scales the input) | "out" (scales the output)
+
+
+@dataclass(frozen=True)
+class _Block:
+    stack: str  # encoder | decoder
+    linears: tuple[_LinearInfo, ...]
+    norms: int  # norm modules in the block
+    norm_kind: str  # rms | layer
+    norms_train: bool
+    trainable: bool  # any parameter of the block trains
+    heads: int
+    hidden: int
+
+
+@dataclass(frozen=True)
+class _Profile:
+    family: str  # llama | bert | t5 | generic
+    task: str
+    hidden: int
+    vocab: int
+    blocks: tuple[_Block, ...]
+    total_base: int  # base model parameters (logical counts, before the method)
+    total: int  # after the method
+    trainable: int
+    param_bytes: int  # bytes per float parameter / activation
+    weight_bytes: int  # base weights as stored in memory (quantized for qlora)
+    quantized_params: int
+    mapped_checkpoint: int  # QLoRA on CPU: float32 checkpoint pages kept mapped
+    matmul_params: int
+    matmul_trainable: int
+    attention_width: int  # sum over blocks of the attention width (heads x head_dim), self + cross
+    embeddings_train: bool  # gradient flows from the first block on
+    prompt_tokens: int  # prompt tuning: virtual tokens prepended to every sequence
+    prefix_tokens: int  # prefix tuning: key/value positions added in every attention
+    fused_attention: bool  # SDPA-capable model
+    attention_dropout: float
+    hidden_dropout: float
+    act: str
+    lm_head_trains: bool
+    head_hidden_ops: int  # floats/token kept by the LM head's own transform (BERT-style LM head)
+    final_norm: str  # "", "rms", "layer"
+    method: str
+    notes: tuple[tuple[str, str], ...] = ()
+
+
+def _profile_key(config: RunConfig, num_labels: int) -> str:
+    return json.dumps({"model": config.model.model_dump(), "method": config.method.model_dump(),
+                       "num_labels": num_labels}, sort_keys=True, default=str)
+
+
+@lru_cache(maxsize=32)
+def _profile(key: str) -> _Profile:
+    spec = json.loads(key)
+    model_cfg, method_cfg, num_labels = spec["model"], spec["method"], spec["num_labels"]
+    return _build_profile(model_cfg, method_cfg, num_labels)
+
+
+def _build_profile(model_cfg: dict, method_cfg: dict, num_labels: int) -> _Profile:
+    import torch
+
+    from tuneforge.methods.registry import validate_method
+
+    task = model_cfg["task"]
+    hf_config, path = _hf_config(model_cfg["name"], model_cfg.get("revision"), model_cfg.get("trust_remote_code"))
+    model = _meta_model(hf_config, task, num_labels, bool(model_cfg.get("trust_remote_code")))
+    method = validate_method(method_cfg)
+    param_bytes = 4 if task != "sequence-classification" else _dtype_bytes(_checkpoint_dtype(hf_config))
+
+    base_params = {id(p): p.numel() for p in model.parameters()}
+    total_base = sum(base_params.values())
+    quantized = _quantized_linears(model) if method.name == "qlora" else {}
+    quantized_params = sum(m.weight.numel() for m in quantized.values())
+    weight_bytes = (total_base - quantized_params) * param_bytes
+    for module in quantized.values():
+        weight_bytes += _quantized_bytes(module.weight.numel(), module.out_features, method)
+        # the bias stays in float32 (counted above with the other unquantized parameters)
+
+    model = _apply_on_meta(model, method, task)
+    parameters = list(model.parameters())
+    total = sum(p.numel() for p in parameters)
+    trainable = sum(p.numel() for p in parameters if p.requires_grad)
+
+    family = _family(model, hf_config)
+    blocks = _blocks(model, hf_config)
+    matmul, matmul_trainable = _matmul_params(model)
+    embeddings = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    embeddings_train = any(p.requires_grad for m in embeddings for p in m.parameters())
+    prompt = int(method_cfg.get("num_virtual_tokens", 0)) if method.name == "prompt" else 0
+    prefix = int(method_cfg.get("num_virtual_tokens", 0)) if method.name == "prefix" else 0
+    if prompt:
+        embeddings_train = True  # the virtual tokens train: gradient flows through every block
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    lm_head_trains = bool(head is not None and any(p.requires_grad for p in head.parameters()))
+    mapped = 0
+    if method.name == "qlora" and _dtype_bytes(_checkpoint_dtype(hf_config)) == 4 and _local(path):
+        mapped = quantized_params * 4  # the float32 pages of the quantized tensors stay mapped (see module doc)
+    attention = sum(_attention_width(b) for b in blocks)
+    sub = _sub_config(hf_config, "decoder") if task != "sequence-classification" else hf_config
+    vocab = int(getattr(sub, "vocab_size", 0) or getattr(hf_config, "vocab_size", 0) or 0)
+    final_norm = "" if family == "bert" else ("rms" if family in ("llama", "t5") else "layer")
+    impl = getattr(model.config, "_attn_implementation", None) or "eager"
+    return _Profile(
+        family=family, task=task, hidden=_hidden(hf_config), vocab=vocab, blocks=tuple(blocks),
+        total_base=total_base, total=total, trainable=trainable, param_bytes=param_bytes,
+        weight_bytes=int(weight_bytes), quantized_params=quantized_params, mapped_checkpoint=mapped,
+        matmul_params=matmul, matmul_trainable=matmul_trainable, attention_width=attention,
+        embeddings_train=embeddings_train, prompt_tokens=prompt, prefix_tokens=prefix,
+        fused_attention=impl in ("sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"),
+        attention_dropout=_attention_dropout(hf_config, family), hidden_dropout=_hidden_dropout(hf_config, family),
+        act=_activation(hf_config), lm_head_trains=lm_head_trains,
+        head_hidden_ops=_bert_lm_head_ops(model) if task != "sequence-classification" else 0,
+        final_norm=final_norm if task != "sequence-classification" or family == "llama" else "",
+        method=method.name)
+
+
+def _hf_config(name: str, revision: str | None, trust_remote_code: bool | None) -> tuple[Any, str]:
+    """The transformers config of the run's model, and the folder it came from (no weights read)."""
+    from transformers import AutoConfig
+
+    from tuneforge.models.assets import cache_dir, resolve_model
+
+    kwargs: dict[str, Any] = {"trust_remote_code": bool(trust_remote_code)}
+    if revision:
+        kwargs["revision"] = revision
+    if "+" in name and not Path(name).expanduser().exists():
+        cached = cache_dir() / "encoder-decoder" / name.replace("/", "--")
+        if (cached / "config.json").exists():
+            return AutoConfig.from_pretrained(str(cached)), str(cached)
+        from transformers import EncoderDecoderConfig
+
+        encoder, _, decoder = name.partition("+")
+        parts = [AutoConfig.from_pretrained(resolve_model(part, revision).path, **kwargs) for part in (encoder, decoder)]
+        return EncoderDecoderConfig.from_encoder_decoder_configs(*parts), str(cached)
+    resolved = resolve_model(name, revision)
+    return AutoConfig.from_pretrained(resolved.path, **kwargs), resolved.path
+
+
+def _meta_model(hf_config: Any, task: str, num_labels: int, trust_remote_code: bool) -> torch.nn.Module:
+    import copy
+    import logging
+
+    import torch
+    from transformers import (AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification,
+                              logging as hf_logging)
+
+    hf_config = copy.deepcopy(hf_config)
+    auto = {"sequence-classification": AutoModelForSequenceClassification, "causal-lm": AutoModelForCausalLM,
+            "seq2seq": AutoModelForSeq2SeqLM}[task]
+    if task == "sequence-classification":
+        hf_config.num_labels = num_labels
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")
+            return auto.from_config(hf_config, trust_remote_code=trust_remote_code)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _apply_on_meta(model: torch.nn.Module, method: Any, task: str) -> torch.nn.Module:
+    """The run's method applied to the meta model (QLoRA as LoRA: its quantization is counted separately)."""
+    import torch
+
+    from tuneforge.methods.registry import apply_method
+
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        try:
+            if method.name == "qlora":
+                from tuneforge.methods.lora import apply as apply_lora
+
+                return apply_lora(model, method, task)
+            return apply_method(model, method, task)
+        except Exception as exc:  # noqa: BLE001 -- any failure: say which method on which model
+            raise ValueError(f"memory estimate: cannot apply method {method.name!r} to "
+                             f"{type(model).__name__} without weights ({exc})") from exc
+
+
+def _quantized_linears(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
+    """The Linear layers bitsandbytes quantizes at load time: all but the heads, the output embedding, tied weights
+    and the last module (transformers' ``get_keys_to_not_convert``)."""
+    import torch
+
+    skip = list(HEADS)
+    try:
+        from transformers.quantizers.base import get_keys_to_not_convert
+        from transformers.quantizers.quantizers_utils import should_convert_module
+
+        skip += get_keys_to_not_convert(model)
+        keep = lambda name: should_convert_module(name, skip)  # noqa: E731
+    except Exception:  # noqa: BLE001 -- an older/newer transformers: match the names ourselves
+        keep = lambda name: not any(name == s or name.startswith(s + ".") or name.endswith(s) for s in skip)  # noqa: E731
+    return {name: m for name, m in model.named_modules() if type(m) is torch.nn.Linear and keep(name)}
+
+
+def _quantized_bytes(numel: int, rows: int, method: Any) -> float:
+    if method.bits == 8:
+        return numel + 4 * rows  # int8 weight + an fp32 scale per output row (LLM.int8)
+    blocks = math.ceil(numel / 64)
+    if method.double_quant:
+        return numel / 2 + blocks + 4 * math.ceil(blocks / 256) + 4 * 2  # 8-bit absmax + fp32 per 256, offsets
+    return numel / 2 + 4 * blocks
+
+
+def _matmul_params(model: torch.nn.Module) -> tuple[int, int]:
+    """Weights used in a matmul (every Linear, a tied LM head included; embedding lookups are not matmuls)."""
+    total = trainable = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if _is_linear(module) and weight is not None:
+            total += weight.numel()
+            trainable += weight.numel() if weight.requires_grad else 0
+    return total, trainable
+
+
+# ----------------------------------------------------------------------------------------------- block structure
+
+_ROLE_NAMES = {
+    "q": {"q_proj", "query", "q"}, "k": {"k_proj", "key", "k"}, "v": {"v_proj", "value", "v"},
+    "o": {"o_proj", "o", "out_proj"}, "gate": {"gate_proj", "wi_0", "w1"},
+    "up": {"up_proj", "wi_1", "wi", "fc1", "w3", "c_fc"}, "down": {"down_proj", "wo", "fc2", "w2"},
+}
+_CROSS = ("crossattention", "EncDecAttention", "encoder_attn", "cross_attn")
+
+
+def _role(path: str) -> str:
+    parts = [p for p in path.split(".") if p not in ("base_layer", "base", "default", "modules_to_save",
+                                                     "original_module")]
+    if not parts:
+        return "other"
+    last, previous = parts[-1], parts[-2] if len(parts) > 1 else ""
+    role = next((r for r, names in _ROLE_NAMES.items() if last in names), "")
+    if not role and last == "dense":  # BERT: attention.output.dense, intermediate.dense, output.dense
+        role = "o" if "attention" in path else ("up" if previous == "intermediate" else
+                                               "down" if previous == "output" else "")
+    if not role:
+        return "other"
+    if any(c in path for c in _CROSS) and role in ("q", "k", "v", "o"):
+        return "x" + role
+    return role
+
+
+def _is_linear(module: Any) -> bool:
+    import torch
+
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Conv1D", "Linear4bit", "Linear8bitLt")
+
+
+def _linear_info(path: str, module: Any) -> _LinearInfo | None:
+    """A Linear-like module of a block: plain, or wrapped by peft LoRA / IA3 or by a bottleneck adapter."""
+    base = module
+    lora_r, lora_dropout, adapter, adapter_act, ia3 = 0, 0.0, 0, "relu", ""
+    if hasattr(module, "lora_A") and hasattr(module, "base_layer"):
+        base = module.base_layer
+        ranks = [int(r) for r in getattr(module, "r", {}).values()]
+        lora_r = sum(ranks)
+        dropouts = [getattr(d, "p", 0.0) for d in getattr(module, "lora_dropout", {}).values()]
+        lora_dropout = max(dropouts or [0.0])
+    elif hasattr(module, "ia3_l") and hasattr(module, "base_layer"):
+        base = module.base_layer
+        ia3 = "in" if getattr(module, "is_feedforward", False) else "out"
+    elif type(module).__name__ == "Adapted" and hasattr(module, "adapter"):
+        base = module.base
+        adapter = int(module.adapter.down.out_features)
+        adapter_act = type(module.adapter.act).__name__.lower()
+    if not _is_linear(base) or getattr(base, "weight", None) is None:
+        return None
+    d_in, d_out = _linear_shape(base)
+    return _LinearInfo(path, _role(path), d_in, d_out, bool(base.weight.requires_grad), lora_r, lora_dropout,
+                       adapter, adapter_act, ia3)
+
+
+def _linear_shape(module: Any) -> tuple[int, int]:
+    if type(module).__name__ == "Conv1D":
+        d_in, d_out = module.weight.shape
+        return int(d_in), int(d_out)
+    return int(module.in_features), int(module.out_features)
+
+
+def _blocks(model: torch.nn.Module, hf_config: Any) -> list[_Block]:
+    """Transformer blocks, input first (encoder before decoder): items of the outermost ModuleLists whose items
+    hold attention projections."""
+    import torch
+
+    found: list[tuple[str, torch.nn.ModuleList]] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.ModuleList) or not len(module):
+            continue
+        if any(name.startswith(prefix + ".") for prefix, _ in found):
+            continue
+        if any(_role(sub) in ("q", "k", "v") for sub, _ in module[0].named_modules()):
+            found.append((name, module))
+    found.sort(key=lambda item: 1 if "decoder" in item[0] else 0)
+    blocks = []
+    for name, blocklist in found:
+        stack = "decoder" if "decoder" in name else "encoder"
+        sub = _sub_config(hf_config, "decoder" if "decoder" in name else "encoder")
+        for block in blocklist:
+            linears: list[_LinearInfo] = []
+            claimed: set[str] = set()
+            for sub_name, sub_module in block.named_modules():
+                if any(sub_name.startswith(c + ".") for c in claimed):
+                    continue
+                info = _linear_info(sub_name, sub_module) if sub_name else None
+                if info is not None:
+                    linears.append(info)
+                    claimed.add(sub_name)
+            norms = [m for m in block.modules() if _is_norm(m)]
+            norm_kind = "layer" if norms and all(isinstance(m, torch.nn.LayerNorm) for m in norms) else "rms"
+            blocks.append(_Block(
+                stack=stack, linears=tuple(linears), norms=len(norms), norm_kind=norm_kind,
+                norms_train=any(p.requires_grad for m in norms for p in m.parameters()),
+                trainable=any(p.requires_grad for p in block.parameters()),
+                heads=_heads(block, sub), hidden=_hidden(sub)))
+    return blocks
+
+
+def _is_norm(module: Any) -> bool:
+    import torch
+
+    return isinstance(module, (torch.nn.LayerNorm, torch.nn.RMSNorm)) or "norm" in type(module).__name__.lower()
+
+
+def _heads(block: Any, sub_config: Any) -> int:
+    for module in block.modules():
+        for attr in ("num_attention_heads", "num_heads", "n_heads"):
+            value = getattr(module, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    for attr in ("num_attention_heads", "num_heads", "n_head"):
+        value = getattr(sub_config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 1
+
+
+def _attention_width(block: _Block) -> int:
+    return sum(linear.d_out for linear in block.linears if linear.role in ("q", "xq"))
+
+
+def _family(model: Any, hf_config: Any) -> str:
+    types = {type(m).__name__ for m in model.modules()}
+    if any(t.startswith("T5") for t in types):
+        return "t5"
+    if any(t.startswith(("Bert", "Roberta", "XLMRoberta", "Electra", "Camembert")) for t in types):
+        return "bert"
+    roles = {_role(name) for name, _ in model.named_modules()}
+    return "llama" if "gate" in roles else "generic"
+
+
+def _sub_config(hf_config: Any, which: str) -> Any:
+    return getattr(hf_config, which, None) or hf_config
+
+
+def _hidden(hf_config: Any) -> int:
+    config = _sub_config(hf_config, "encoder")
+    for attr in ("hidden_size", "d_model", "n_embd", "dim"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def _attention_dropout(hf_config: Any, family: str) -> float:
+    config = _sub_config(hf_config, "encoder")
+    for attr in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop", "dropout_rate"):
+        value = getattr(config, attr, None)
+        if isinstance(value, (int, float)):
+            return float(value)
+    return 0.0
+
+
+def _hidden_dropout(hf_config: Any, family: str) -> float:
+    if family == "llama":
+        return 0.0
+    config = _sub_config(hf_config, "encoder")
+    for attr in ("hidden_dropout_prob", "dropout_rate", "resid_pdrop", "hidden_dropout"):
+        value = getattr(config, attr, None)
+        if isinstance(value, (int, float)):
+            return float(value)
+    return 0.0
+
+
+def _activation(hf_config: Any) -> str:
+    config = _sub_config(hf_config, "encoder")
+    for attr in ("dense_act_fn", "hidden_act", "activation_function", "hidden_activation"):
+        value = getattr(config, attr, None)
+        if isinstance(value, str):
+            return value
+    projection = getattr(config, "feed_forward_proj", "")
+    return "gelu_new" if "gelu" in str(projection) else "relu"
+
+
+def _bert_lm_head_ops(model: Any) -> int:
+    """Floats/token a BERT-style LM head keeps before its decoder: transform.dense input, GELU input, LN input."""
+    for name, _ in model.named_modules():
+        if name.endswith("predictions.transform"):
+            return 3
+    return 0
+
+
+def _checkpoint_dtype(hf_config: Any) -> str:
+    value = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None) or "float32"
+    return str(value).replace("torch.", "")
+
+
+def _dtype_bytes(dtype: str) -> int:
+    return 2 if dtype in ("bfloat16", "float16", "half") else 4
+
+
+def _local(path: str) -> bool:
+    return Path(path).is_dir()
+
+
+# --------------------------------------------------------------------------------------------------- activations
+
+_PYTHON_ACTS = {"gelu_new": 4, "gelu_fast": 4, "quick_gelu": 2, "gelu_accurate": 4, "gelu_python": 4}
+
+
+def _act_cost(act: str) -> int:
+    """Tensors (of the intermediate width) an MLP activation keeps: fused kernels keep one, python ones more."""
+    return _PYTHON_ACTS.get(act, 1)
+
+
+def _block_cost(block: _Block, profile: _Profile, on_cuda: bool) -> tuple[float, float]:
+    """Floats kept per token by one block: ``(constant, per key/value position)`` -- the second times the
+    attended length gives the unfused attention's ``heads x L`` terms."""
+    mask = 0.25 if on_cuda else 1.0  # a dropout mask: bool on CUDA, a float tensor on CPU
+    by_role: dict[str, list[_LinearInfo]] = {}
+    for linear in block.linears:
+        by_role.setdefault(linear.role, []).append(linear)
+    width = lambda role, attr="d_out": sum(getattr(x, attr) for x in by_role.get(role, []))  # noqa: E731
+    h = block.hidden or (by_role["q"][0].d_in if "q" in by_role else profile.hidden)
+    p_attn, p_hidden = profile.attention_dropout, profile.hidden_dropout
+    fused = profile.fused_attention and (p_attn == 0 or on_cuda)
+    constant, per_position = 0.0, 0.0
+
+    # norms: their inputs (the residual stream); an RMSNorm also keeps the normalized tensor when its weight trains
+    constant += block.norms * h * (2 if block.norm_kind == "rms" and block.norms_train else 1)
+    # hidden-state dropout after each sub-layer (BERT: 2, T5: one per sub-layer), mask only
+    if p_hidden > 0:
+        sublayers = block.norms if profile.family in ("bert", "t5") else 0
+        constant += sublayers * h * mask
+
+    saved_inputs: set[str] = set()  # groups of linears whose (shared) input is kept anyway
+    for prefix in ("", "x"):
+        d_q, d_k, d_v = width(prefix + "q"), width(prefix + "k"), width(prefix + "v")
+        if not d_q:
+            continue
+        if fused:  # q, k, v, output, log-sum-exp per head
+            constant += 2 * d_q + d_k + d_v + block.heads
+            saved_inputs.add(prefix + "o")  # the o projection's input is the kept output
+        else:  # q, k, v + softmax (+ dropout mask and dropped probabilities)
+            constant += d_q + (d_q if d_k < d_q and not profile.fused_attention else d_k) + \
+                (d_q if d_v < d_q and not profile.fused_attention else d_v)
+            per_position += block.heads * (1 + ((1 + mask) if p_attn > 0 else 0))
+
+    # MLP
+    i = width("down", "d_in") or width("up")
+    act = _act_cost(profile.act)
+    if "gate" in by_role:  # act(gate) * up: the gate, its activation (unless the activation kept it), the up output
+        constant += i * (act + (0 if profile.act in ("relu",) else 1) + 1)
+    elif i:
+        constant += i * act
+        if profile.family == "t5" and p_hidden > 0:  # dropout inside the feed-forward block, before wo
+            constant += i * mask
+        elif profile.act in ("relu",):
+            saved_inputs.add("down")  # the kept ReLU result is the down projection's input
+
+    # Linear layers: their input when the weight trains; LoRA / adapter / IA3 extras
+    groups = {"q": "qkv", "k": "qkv", "v": "qkv", "gate": "mlp", "up": "mlp", "o": "o", "down": "down",
+              "xq": "xq", "xk": "xkv", "xv": "xkv", "xo": "xo"}
+    for linear in block.linears:
+        group = groups.get(linear.role, linear.path)
+        group_key = {"o": "o", "xo": "xo", "down": "down"}.get(group, group)
+        if linear.trains or (linear.lora_r and linear.lora_dropout == 0) or linear.ia3 == "in":
+            if group_key not in saved_inputs and group != "xkv":  # cross k/v read the encoder output: counted once
+                constant += linear.d_in
+                saved_inputs.add(group_key)
+        if linear.lora_r:
+            constant += linear.lora_r
+            if linear.lora_dropout > 0:
+                constant += linear.d_in * (1 + mask)  # the dropped input (kept by lora_A) and the mask
+        if linear.adapter:
+            constant += linear.d_out + linear.adapter * (1 if linear.adapter_act in ("relu", "tanh") else 2)
+        if linear.ia3 == "out":
+            constant += linear.d_out
+    return constant, per_position
+
+
+def _activation_bytes(profile: _Profile, batch: int, length: int, checkpointing: bool,
+                      on_cuda: bool) -> dict[str, Any]:
+    """Saved activations and the LM head's transient at the start of the backward pass, in bytes."""
+    length_eff = length + profile.prompt_tokens
+    tokens = batch * length_eff
+    mask = 0.25 if on_cuda else 1.0
+    floats = profile.param_bytes
+    started = profile.embeddings_train
+    per_block: list[float] = []
+    inputs = 0.0
+    for block in profile.blocks:
+        started = started or block.trainable
+        if not started:
+            per_block.append(0.0)
+            continue
+        constant, per_position = _block_cost(block, profile, on_cuda)
+        per_block.append((constant + per_position * (length_eff + profile.prefix_tokens)) * tokens * floats)
+        inputs += block.hidden * tokens * floats
+    # around the blocks: embeddings (BERT/T5 LayerNorm + dropout), the encoder output read by cross-attention
+    extra = 0.0
+    h = profile.hidden
+    if profile.embeddings_train and profile.family in ("bert", "t5"):
+        extra += (h if profile.family == "bert" else 0) + (h * mask if profile.hidden_dropout > 0 else 0)
+    if any(lin.role in ("xk", "xv") and (lin.trains or lin.lora_r) for b in profile.blocks for lin in b.linears):
+        extra += h
+    head_transient = 0.0
+    if profile.task != "sequence-classification":
+        if profile.final_norm:
+            extra += h * (2 if profile.final_norm == "rms" and profile.lm_head_trains else 1)
+            if profile.family == "t5" and profile.hidden_dropout > 0:
+                extra += h * mask
+        extra += h * profile.head_hidden_ops
+        extra += h if profile.lm_head_trains else 0
+        extra += profile.vocab  # the log-softmax kept by the loss (float32)
+        head_transient = 2.0 * profile.vocab * tokens * 4  # its gradient and the logits' gradient
+    elif profile.family == "llama":
+        extra += h  # the score head reads every position
+    extra_bytes = extra * tokens * floats
+    if checkpointing:
+        saved = inputs + (max(per_block) if per_block else 0.0) + extra_bytes
+    else:
+        saved = sum(per_block) + extra_bytes
+    return {"saved": int(saved), "head_transient": int(head_transient), "tokens": tokens,
+            "per_block_bytes": int(max(per_block) if per_block else 0), "blocks_with_activations":
+            sum(1 for b in per_block if b), "outside_blocks_bytes": int(extra_bytes)}
+
+
+# ---------------------------------------------------------------------------------------------- the estimate
+
+def _estimate_from(profile: _Profile, config: RunConfig, checkpointing: bool, device: str,
+                   num_labels: int) -> Estimate:
+    on_cuda = _is_cuda(device)
+    batch, length = config.train.batch_size, config.data.max_length
+    act = _activation_bytes(profile, batch, length, checkpointing, on_cuda)
+    activations = act["saved"] + act["head_transient"]
+    extra = profile.total - profile.total_base
+    parts = {
+        "weights": profile.weight_bytes,
+        "adapter": extra * profile.param_bytes,
+        "gradients": profile.trainable * profile.param_bytes,
+        "optimizer": profile.trainable * 2 * profile.param_bytes,
+        "activations": activations,
+    }
+    if on_cuda:
+        workspace = CUDA_OVERHEAD
+        workspace_note = f"cuBLAS workspace and allocator slack ({_mib(CUDA_OVERHEAD)}, not measured here)"
+    else:
+        retention = int(CPU_ALLOCATOR_RETENTION * activations)
+        workspace = CPU_OVERHEAD + retention + profile.mapped_checkpoint
+        workspace_note = (f"framework {_mib(CPU_OVERHEAD)} + allocator retention "
+                          f"{CPU_ALLOCATOR_RETENTION:.0%} of activations")
+        if profile.mapped_checkpoint:
+            workspace_note += f" + float32 checkpoint pages kept mapped {_mib(profile.mapped_checkpoint)} (reclaimable)"
+    parts["workspace"] = int(workspace)
+    eval_batch = config.train.eval_batch_size or 2 * batch
+    evaluation = 0
+    if profile.task != "sequence-classification":
+        evaluation = 2 * eval_batch * (length + profile.prompt_tokens) * profile.vocab * 4  # logits + log-probs
+    static = parts["weights"] + parts["adapter"] + parts["optimizer"] + parts["workspace"]
+    candidates = {"activations": activations, "gradients": parts["gradients"], "evaluation": evaluation}
+    peak_by = max(candidates, key=candidates.__getitem__)
+    total = static + candidates[peak_by]
+
+    blocks = act["blocks_with_activations"]
+    precision = {4: "float32", 2: "16-bit"}[profile.param_bytes]
+    notes = {
+        "weights": (f"{_count(profile.total_base)} params" + (
+            f"; {_count(profile.quantized_params)} in quantized Linear weights ({config.method.bits}-bit"
+            f"{', double quant' if getattr(config.method, 'double_quant', False) and config.method.bits == 4 else ''}"
+            f"), the rest {precision}" if profile.quantized_params else f" x {profile.param_bytes} B ({precision})")),
+        "adapter": f"{_count(extra)} params added by method {profile.method}" if extra else "no added params",
+        "gradients": f"{profile.param_bytes} B x {_count(profile.trainable)} trainable; fill in as activations free",
+        "optimizer": f"AdamW: 2 x {profile.param_bytes} B x trainable",
+        "activations": (f"{'checkpointed: block inputs + 1 block' if checkpointing else f'{blocks} blocks'}, "
+                        f"B{batch} x L{length + profile.prompt_tokens} = {act['tokens']} tokens"
+                        + (f"; LM head {_mib(act['head_transient'] + profile.vocab * act['tokens'] * 4)}"
+                           f" (log-probs + 2 gradients, vocab {profile.vocab})" if act["head_transient"] else "")),
+        "workspace": workspace_note,
+        "total": f"peak = weights + adapter + optimizer + workspace + max(activations, gradients"
+                 f"{', evaluation logits' if evaluation else ''}); now {peak_by}",
+    }
+    details = {**act, "evaluation_bytes": evaluation, "peak_by": peak_by, "family": profile.family,
+               "device": device, "quantized_params": profile.quantized_params,
+               "mapped_checkpoint_bytes": profile.mapped_checkpoint, "batch_size": batch, "max_length": length}
+    return Estimate(parts=parts, total=int(total), trainable_params=profile.trainable, total_params=profile.total,
+                    flops_per_token=_flops_per_token(profile, length, checkpointing), gradient_checkpointing=checkpointing,
+                    notes=notes, details=details, device=device, config=config, num_labels=num_labels)
+
+
+def _flops_per_token(profile: _Profile, length: int, checkpointing: bool) -> float:
+    n, n_trainable = profile.matmul_params, profile.matmul_trainable
+    attended = length + profile.prompt_tokens + profile.prefix_tokens
+    attention_forward = 4.0 * profile.attention_width * attended
+    flops = 4.0 * n + 2.0 * n_trainable + 3.0 * attention_forward
+    if checkpointing:
+        flops += 2.0 * n + attention_forward  # the forward pass runs twice
+    return flops
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+
+def _with(config: RunConfig, **sections: dict[str, Any]) -> RunConfig:
+    """A copy of ``config`` with some fields of some sections changed (validated again)."""
+    data = config.model_dump()
+    for section, values in sections.items():
+        data[section] = values if section == "method" else {**data[section], **values}
+    from tuneforge.config.schema import RunConfig as _RunConfig
+
+    return _RunConfig.model_validate(data)
+
+
+def _qlora_version(config: RunConfig) -> RunConfig | None:
+    method = config.method
+    options: dict[str, Any] = {"name": "qlora", "bits": 4, "double_quant": True}
+    if method.name == "lora":
+        options.update({k: v for k, v in method.model_dump().items() if k != "name"})
+    else:
+        options.update({"r": 16, "alpha": 32, "target_modules": "all-linear"})
+    try:
+        return _with(config, method=options)
+    except Exception:  # noqa: BLE001 -- qlora not registered or not valid here
+        return None
+
+
+def _is_cuda(device: str) -> bool:
+    return str(device).startswith("cuda")
+
+
+def _cgroup_headroom() -> int | None:
+    """Bytes left under the container's memory limit (cgroup v2 or v1), or None when there is no limit."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit_text = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max" or int(limit_text) >= 1 << 60:
+            return None
+        return max(0, int(limit_text) - usage)
+    return None
+
+
+def _mib(value: float) -> str:
+    return f"{value / MiB:,.0f} MiB"
+
+
+def _count(value: int) -> str:
+    return f"{value / 1e9:.2f}B" if value >= 1e9 else f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value:,}"
+
+
+__all__ = ["CPU_ALLOCATOR_RETENTION", "CPU_OVERHEAD", "CUDA_OVERHEAD", "Estimate", "SAFETY_MARGIN", "advise",
+           "available_memory", "estimate", "measure_flops_per_second", "seconds_per_epoch"]
+
