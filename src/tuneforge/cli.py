@@ -17,6 +17,7 @@ HELP = """tuneforge: fine-tune a pretrained model on your data, evaluate it hone
   tuneforge chat RUN_DIR                       talk to it (streams tokens, keeps the conversation)
   tuneforge export RUN_DIR --merge --output D  fold a LoRA/QLoRA/IA3 adapter into a standalone HF model
   tuneforge compare-methods cfg.yaml           the same task with full, freeze, lora, qlora, adapter, prefix
+  tuneforge estimate cfg.yaml                  peak memory, FLOPs and time before a run (also printed by train)
 """
 
 
@@ -63,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--methods", default="full,freeze,lora,qlora,adapter,prefix",
                          help="comma-separated methods (default full,freeze,lora,qlora,adapter,prefix)")
     compare.add_argument("--output", help="folder (default runs/compare-<name>)")
+
+    est = sub.add_parser("estimate", help="predict peak memory, FLOPs per token and time from the config alone")
+    est.add_argument("config", help="YAML run config")
+    est.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    est.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    est.add_argument("--gradient-checkpointing", action="store_true", help="estimate with gradient checkpointing")
+    est.add_argument("--num-labels", type=int, default=2, help="classes/tags of the task head (default 2)")
+    est.add_argument("--tokens", type=int, help="training tokens per epoch, for the time estimate")
 
     export = sub.add_parser("export", help="merge an adapter into its base (a standalone HF model) or copy it")
     export.add_argument("run_dir", help="run folder written by tuneforge train")
@@ -126,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     commands: dict[str, Callable[[Any], int]] = {"train": _train, "quickstart": _quickstart, "predict": _predict,
                                                  "config": _config, "tune": _tune, "runs": _runs,
                                                  "generate": _generate, "chat": _chat, "export": _export,
-                                                 "compare-methods": _compare_methods}
+                                                 "compare-methods": _compare_methods, "estimate": _estimate}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging
 
@@ -228,6 +237,28 @@ def _compare_methods(args: Any) -> int:
     rows = compare_methods(config, [m.strip() for m in args.methods.split(",") if m.strip()], output)
     print_comparison(rows, "rougeL" if config.model.task in GENERATIVE_TASKS else "macro_f1")
     print(f"table and plot: {output}/compare.html")
+    return 0
+
+
+def _estimate(args: Any) -> int:
+    from tuneforge.config import load_config
+    from tuneforge.models.memory import advise, available_memory, estimate, measure_flops_per_second, \
+        seconds_per_epoch
+
+    config = load_config(args.config, args.overrides)
+    result = estimate(config, args.gradient_checkpointing, args.device, num_labels=args.num_labels)
+    print(result.table())
+    flops = measure_flops_per_second()
+    print(f"training FLOPs per token: {result.flops_per_token:.3g}; this device's matmul throughput: "
+          f"{flops / 1e9:.0f} GFLOP/s")
+    if args.tokens:
+        print(f"time per epoch ({args.tokens:,} tokens) at that throughput: "
+              f"{seconds_per_epoch(result, args.tokens, flops):.0f} s (a lower bound: training rarely reaches it)")
+    available = available_memory(args.device)
+    advice = advise(result, available)
+    print(f"available memory: {available / 2**20:,.0f} MiB: " + ("fits" if not advice else "will not fit"))
+    for line in advice:
+        print(f"- {line}")
     return 0
 
 

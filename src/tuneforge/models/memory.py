@@ -62,9 +62,12 @@ How the prediction is made
    forward pass (2 N + the attention's forward third).
 
 What is measured and what is derived: the per-op accounting is checked against the tensors autograd really saves
-on tiny BERT, Llama and T5 models (``tests/test_memory.py``), and the totals against the resident memory of real
-runs (``benchmarks/memory_estimate.py``: smollm2-135m and MiniLM, full / LoRA / QLoRA / adapter, on CPU). CUDA
-figures follow the same model with CUDA's kernels but have not been measured here.
+on tiny BERT, Llama, T5 and BERT-to-BERT models and on smollm2-135m's real widths (``tests/test_memory.py``:
+within 10%), and the totals against the resident memory of real runs (``benchmarks/memory_estimate.py``:
+smollm2-135m and MiniLM, full / LoRA / QLoRA / adapter, on CPU: live tensors within 3%, peak RSS with glibc's
+retention within 0.85-1.13). Block layouts not recognised (e.g. GPT-2's fused qkv projection) fall back to
+Korthikanti et al.'s per-block count (about 15% low on a tiny GPT-2). CUDA figures follow the same model with
+CUDA's kernels (bool dropout masks, fused attention with dropout) but have not been measured in this project.
 """
 
 from __future__ import annotations
@@ -84,11 +87,17 @@ if TYPE_CHECKING:
     from tuneforge.config.schema import RunConfig
 
 MiB = 2**20
-CPU_OVERHEAD = 160 * MiB  # resident growth over a post-import baseline: kernels, model code, allocator arenas (measured)
-CPU_ALLOCATOR_RETENTION = 0.35  # share of the activations glibc keeps resident across steps (fitted, see above)
+# Resident growth over a baseline taken after torch/transformers/peft are imported (estimate() imports them): lazily
+# loaded kernels and library pages, allocator arenas. Measured 28-53 MiB over the 8 runs of the benchmark.
+CPU_OVERHEAD = 40 * MiB
+# glibc keeps freed activation blocks in its heap; the next step's peak lands partly on top of them. Fitted on the
+# benchmark (peak RSS with the default allocator minus the peak with MALLOC_MMAP_THRESHOLD_=65536, i.e. live
+# tensors only): 0.20-0.68 of the activations, 0.45 minimizes the worst ratio.
+CPU_ALLOCATOR_RETENTION = 0.45
 CUDA_OVERHEAD = 256 * MiB  # cuBLAS workspace + caching-allocator slack (not measured in this project)
 SAFETY_MARGIN = 0.10  # advise() wants the peak below (1 - margin) x available
 HEADS = ("classifier", "score", "qa_outputs", "lm_head")  # never quantized (tuneforge.methods.qlora.HEADS)
+CLASSIFICATION = ("sequence-classification", "token-classification")  # a small head, no vocabulary-sized logits
 
 PART_NAMES = ("weights", "adapter", "gradients", "optimizer", "activations", "workspace")
 
@@ -127,7 +136,7 @@ def estimate(config: RunConfig, gradient_checkpointing: bool = False, device: st
              num_labels: int = 2) -> Estimate:
     """Predict the peak memory of training ``config`` on ``device`` ("cpu", "cuda", "cuda:1").
 
-    ``num_labels`` sizes a classification head (the data decides it at run time; it changes little). QLoRA's own
+    ``num_labels`` sizes a classification head (sequence or token classification) (the data decides it at run time; it changes little). QLoRA's own
     ``method.gradient_checkpointing`` counts as ``gradient_checkpointing``.
     """
     profile = _profile(_profile_key(config, num_labels))
@@ -153,32 +162,41 @@ def available_memory(device: str = "cpu") -> int:
 
 def advise(estimate: Estimate, available: int) -> list[str]:
     """Nothing when the predicted peak fits in ``available`` with a :data:`SAFETY_MARGIN`; otherwise suggestions,
-    in order: gradient checkpointing, the largest batch size that fits, QLoRA -- each with its predicted peak."""
+    in order: gradient checkpointing, the largest batch size that fits, QLoRA -- each with its predicted peak --
+    and, when none fits alone, all of them together.
+
+    On CPU, read ``available`` after :func:`estimate` (which imports torch, transformers and peft):
+    :data:`CPU_OVERHEAD` is the growth over a post-import baseline."""
     budget = int(available * (1 - SAFETY_MARGIN))
     if estimate.total <= budget:
         return []
     config = estimate.config
-    fits = lambda e: "fits" if e.total <= budget else f"still over the {_mib(budget)} budget"  # noqa: E731
     if config is None:  # an Estimate built by hand: no config to re-estimate
         return ["enable gradient checkpointing", "lower train.batch_size", "switch to method qlora (4-bit base)"]
-    again = lambda cfg, gc: _estimate_from(_profile(_profile_key(cfg, estimate.num_labels)), cfg, gc,  # noqa: E731
-                                           estimate.device, estimate.num_labels)
+
+    def again(cfg: Any, checkpointing: bool) -> Estimate:
+        return _estimate_from(_profile(_profile_key(cfg, estimate.num_labels)), cfg, checkpointing,
+                              estimate.device, estimate.num_labels)
+
+    def verdict(candidate: Estimate) -> str:
+        return "fits" if candidate.total <= budget else f"still over the {_mib(budget)} budget"
+
     gc = estimate.gradient_checkpointing
     suggestions: list[str] = []
+    any_fits = False
     if not gc:
         with_gc = again(config, True)
-        suggestions.append(f"enable gradient checkpointing: predicted peak {_mib(with_gc.total)} ({fits(with_gc)}; "
-                           f"about 30% more compute)")
+        any_fits |= with_gc.total <= budget
+        extra = with_gc.flops_per_token / estimate.flops_per_token - 1
+        suggestions.append(f"enable gradient checkpointing: predicted peak {_mib(with_gc.total)} ({verdict(with_gc)}; "
+                           f"~{extra:.0%} more compute)")
     batch = config.train.batch_size
     if batch > 1:
-        best = None
-        for size in range(batch - 1, 0, -1):
-            smaller = again(_with(config, train={"batch_size": size}), gc)
-            if smaller.total <= budget:
-                best = (size, smaller)
-                break
+        best = next(((size, smaller) for size in range(batch - 1, 0, -1)
+                     if (smaller := again(_with(config, train={"batch_size": size}), gc)).total <= budget), None)
         if best:
             size, smaller = best
+            any_fits = True
             accumulation = math.ceil(batch / size) * config.train.gradient_accumulation_steps
             suggestions.append(f"lower train.batch_size to {size}: predicted peak {_mib(smaller.total)} (fits); "
                                f"train.gradient_accumulation_steps={accumulation} keeps the effective batch size")
@@ -186,19 +204,18 @@ def advise(estimate: Estimate, available: int) -> list[str]:
             one = again(_with(config, train={"batch_size": 1}), gc)
             suggestions.append(f"lower train.batch_size: even batch size 1 needs {_mib(one.total)} "
                                f"(over the {_mib(budget)} budget)")
-    if config.method.name != "qlora":
-        qlora = _qlora_version(config)
-        if qlora is not None:
-            with_qlora = again(qlora, gc)
-            suggestions.append(f"switch to method qlora (4-bit NF4 base, double quantization, LoRA r="
-                               f"{qlora.method.r}): predicted peak {_mib(with_qlora.total)} ({fits(with_qlora)})")
-    if suggestions and all("fits)" not in s and "(fits" not in s for s in suggestions):
-        combined = _qlora_version(config) if config.method.name != "qlora" else config
-        if combined is not None:
-            smallest = again(_with(combined, train={"batch_size": 1}), True)
-            suggestions.append(f"none fits alone; all together (gradient checkpointing, batch size 1"
-                               f"{', qlora' if config.method.name != 'qlora' else ''}) predict "
-                               f"{_mib(smallest.total)} ({fits(smallest)})")
+    qlora = _qlora_version(config) if config.method.name != "qlora" else None
+    if qlora is not None:
+        with_qlora = again(qlora, gc)
+        any_fits |= with_qlora.total <= budget
+        suggestions.append(f"switch to method qlora (4-bit NF4 base, double quantization, LoRA r={qlora.method.r}): "
+                           f"predicted peak {_mib(with_qlora.total)} ({verdict(with_qlora)})")
+    if not any_fits:
+        combined = qlora or config
+        smallest = again(_with(combined, train={"batch_size": 1}), True)
+        suggestions.append(f"none fits alone; all together (gradient checkpointing, batch size 1"
+                           f"{', qlora' if qlora is not None else ''}) predict {_mib(smallest.total)} "
+                           f"({verdict(smallest)})")
     return suggestions
 
 
@@ -281,7 +298,6 @@ class _Profile:
     head_hidden_ops: int  # floats/token kept by the LM head's own transform (BERT-style LM head)
     final_norm: str  # "", "rms", "layer"
     method: str
-    notes: tuple[tuple[str, str], ...] = ()
 
 
 def _profile_key(config: RunConfig, num_labels: int) -> str:
@@ -305,7 +321,10 @@ def _build_profile(model_cfg: dict, method_cfg: dict, num_labels: int) -> _Profi
     hf_config, path = _hf_config(model_cfg["name"], model_cfg.get("revision"), model_cfg.get("trust_remote_code"))
     model = _meta_model(hf_config, task, num_labels, bool(model_cfg.get("trust_remote_code")))
     method = validate_method(method_cfg)
-    param_bytes = 4 if task != "sequence-classification" else _dtype_bytes(_checkpoint_dtype(hf_config))
+    # generative models load in float32; a classifier in its checkpoint's dtype; QLoRA casts what it does not
+    # quantize to float32 (peft's prepare_model_for_kbit_training)
+    param_bytes = 4 if task not in CLASSIFICATION or method.name == "qlora" else \
+        _dtype_bytes(_checkpoint_dtype(hf_config))
 
     base_params = {id(p): p.numel() for p in model.parameters()}
     total_base = sum(base_params.values())
@@ -321,11 +340,13 @@ def _build_profile(model_cfg: dict, method_cfg: dict, num_labels: int) -> _Profi
     total = sum(p.numel() for p in parameters)
     trainable = sum(p.numel() for p in parameters if p.requires_grad)
 
-    family = _family(model, hf_config)
+    family = _family(model)
     blocks = _blocks(model, hf_config)
     matmul, matmul_trainable = _matmul_params(model)
     embeddings = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
-    embeddings_train = any(p.requires_grad for m in embeddings for p in m.parameters())
+    embeddings_train = any(p.requires_grad for m in embeddings for p in m.parameters()) or any(
+        p.requires_grad for n, p in model.named_parameters()  # e.g. BERT's embedding LayerNorm (freeze keeps norms)
+        if ("embed" in n or n.startswith("shared.")) and "lm_head" not in n)
     prompt = int(method_cfg.get("num_virtual_tokens", 0)) if method.name == "prompt" else 0
     prefix = int(method_cfg.get("num_virtual_tokens", 0)) if method.name == "prefix" else 0
     if prompt:
@@ -336,7 +357,7 @@ def _build_profile(model_cfg: dict, method_cfg: dict, num_labels: int) -> _Profi
     if method.name == "qlora" and _dtype_bytes(_checkpoint_dtype(hf_config)) == 4 and _local(path):
         mapped = quantized_params * 4  # the float32 pages of the quantized tensors stay mapped (see module doc)
     attention = sum(_attention_width(b) for b in blocks)
-    sub = _sub_config(hf_config, "decoder") if task != "sequence-classification" else hf_config
+    sub = _sub_config(hf_config, "decoder") if task not in CLASSIFICATION else hf_config
     vocab = int(getattr(sub, "vocab_size", 0) or getattr(hf_config, "vocab_size", 0) or 0)
     final_norm = "" if family == "bert" else ("rms" if family in ("llama", "t5") else "layer")
     impl = getattr(model.config, "_attn_implementation", None) or "eager"
@@ -347,10 +368,10 @@ def _build_profile(model_cfg: dict, method_cfg: dict, num_labels: int) -> _Profi
         matmul_params=matmul, matmul_trainable=matmul_trainable, attention_width=attention,
         embeddings_train=embeddings_train, prompt_tokens=prompt, prefix_tokens=prefix,
         fused_attention=impl in ("sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"),
-        attention_dropout=_attention_dropout(hf_config, family), hidden_dropout=_hidden_dropout(hf_config, family),
+        attention_dropout=_attention_dropout(hf_config), hidden_dropout=_hidden_dropout(hf_config, family),
         act=_activation(hf_config), lm_head_trains=lm_head_trains,
-        head_hidden_ops=_bert_lm_head_ops(model) if task != "sequence-classification" else 0,
-        final_norm=final_norm if task != "sequence-classification" or family == "llama" else "",
+        head_hidden_ops=_bert_lm_head_ops(model) if task not in CLASSIFICATION else 0,
+        final_norm=final_norm if task not in CLASSIFICATION or family == "llama" else "",
         method=method.name)
 
 
@@ -382,12 +403,13 @@ def _meta_model(hf_config: Any, task: str, num_labels: int, trust_remote_code: b
 
     import torch
     from transformers import (AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification,
-                              logging as hf_logging)
+                              AutoModelForTokenClassification, logging as hf_logging)
 
     hf_config = copy.deepcopy(hf_config)
-    auto = {"sequence-classification": AutoModelForSequenceClassification, "causal-lm": AutoModelForCausalLM,
+    auto = {"sequence-classification": AutoModelForSequenceClassification,
+            "token-classification": AutoModelForTokenClassification, "causal-lm": AutoModelForCausalLM,
             "seq2seq": AutoModelForSeq2SeqLM}[task]
-    if task == "sequence-classification":
+    if task in CLASSIFICATION:
         hf_config.num_labels = num_labels
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity(logging.ERROR)
@@ -530,7 +552,9 @@ def _blocks(model: torch.nn.Module, hf_config: Any) -> list[_Block]:
             continue
         if any(name.startswith(prefix + ".") for prefix, _ in found):
             continue
-        if any(_role(sub) in ("q", "k", "v") for sub, _ in module[0].named_modules()):
+        names = [sub for sub, m in module[0].named_modules() if _is_linear(m)]
+        if any(_role(sub) in ("q", "k", "v") for sub in names) or (
+                len(names) >= 2 and any("attn" in sub.lower() or "attention" in sub.lower() for sub in names)):
             found.append((name, module))
     found.sort(key=lambda item: 1 if "decoder" in item[0] else 0)
     blocks = []
@@ -544,6 +568,8 @@ def _blocks(model: torch.nn.Module, hf_config: Any) -> list[_Block]:
                 if any(sub_name.startswith(c + ".") for c in claimed):
                     continue
                 info = _linear_info(sub_name, sub_module) if sub_name else None
+                if info is not None and stack == "encoder" and info.role.startswith("x"):
+                    continue  # cross-attention in an encoder never runs (a decoder config reused as encoder)
                 if info is not None:
                     linears.append(info)
                     claimed.add(sub_name)
@@ -580,7 +606,7 @@ def _attention_width(block: _Block) -> int:
     return sum(linear.d_out for linear in block.linears if linear.role in ("q", "xq"))
 
 
-def _family(model: Any, hf_config: Any) -> str:
+def _family(model: Any) -> str:
     types = {type(m).__name__ for m in model.modules()}
     if any(t.startswith("T5") for t in types):
         return "t5"
@@ -603,7 +629,7 @@ def _hidden(hf_config: Any) -> int:
     return 0
 
 
-def _attention_dropout(hf_config: Any, family: str) -> float:
+def _attention_dropout(hf_config: Any) -> float:
     config = _sub_config(hf_config, "encoder")
     for attr in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop", "dropout_rate"):
         value = getattr(config, attr, None)
@@ -642,7 +668,7 @@ def _bert_lm_head_ops(model: Any) -> int:
 
 
 def _checkpoint_dtype(hf_config: Any) -> str:
-    value = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None) or "float32"
+    value = getattr(hf_config, "dtype", None) or "float32"  # transformers 5 reads a legacy torch_dtype into dtype
     return str(value).replace("torch.", "")
 
 
@@ -664,10 +690,32 @@ def _act_cost(act: str) -> int:
     return _PYTHON_ACTS.get(act, 1)
 
 
-def _block_cost(block: _Block, profile: _Profile, on_cuda: bool) -> tuple[float, float]:
+_STAGE = {"q": 0, "k": 0, "v": 0, "o": 1, "xq": 2, "xk": 2, "xv": 2, "xo": 2, "gate": 3, "up": 3, "down": 4}
+
+
+def _first_stage(block: _Block) -> int:
+    """Where, in forward order, the first trained part of a block sits (0: attention input ... 4: MLP output)."""
+    if block.norms_train:
+        return 0
+    stages = [_STAGE.get(lin.role, 0) for lin in block.linears if lin.trains or lin.lora_r or lin.adapter or lin.ia3]
+    return min(stages, default=0)
+
+
+def _block_cost(block: _Block, profile: _Profile, on_cuda: bool, start: int = -1) -> tuple[float, float]:
     """Floats kept per token by one block: ``(constant, per key/value position)`` -- the second times the
-    attended length gives the unfused attention's ``heads x L`` terms."""
+    attended length gives the unfused attention's ``heads x L`` terms.
+
+    Contributions are tagged with their stage in forward order (0 attention input and core, 1 attention output,
+    2 cross-attention, 3 MLP input and activation, 4 MLP output). ``start`` = -1: gradient flows in from below,
+    everything counts; otherwise the block is the first that trains and only what follows its first trained part
+    does (``strict`` contributions need a gradient from before their stage: a norm's input)."""
     mask = 0.25 if on_cuda else 1.0  # a dropout mask: bool on CUDA, a float tensor on CPU
+    totals = [0.0, 0.0]
+
+    def add(stage: int, value: float, strict: bool = False, per_position: bool = False) -> None:
+        if start < stage or (start == stage and not strict):
+            totals[1 if per_position else 0] += value
+
     by_role: dict[str, list[_LinearInfo]] = {}
     for linear in block.linears:
         by_role.setdefault(linear.role, []).append(linear)
@@ -675,37 +723,54 @@ def _block_cost(block: _Block, profile: _Profile, on_cuda: bool) -> tuple[float,
     h = block.hidden or (by_role["q"][0].d_in if "q" in by_role else profile.hidden)
     p_attn, p_hidden = profile.attention_dropout, profile.hidden_dropout
     fused = profile.fused_attention and (p_attn == 0 or on_cuda)
-    constant, per_position = 0.0, 0.0
+    pre_ln = profile.family != "bert"
+    has_cross = any(role.startswith("x") for role in by_role)
 
-    # norms: their inputs (the residual stream); an RMSNorm also keeps the normalized tensor when its weight trains
-    constant += block.norms * h * (2 if block.norm_kind == "rms" and block.norms_train else 1)
-    # hidden-state dropout after each sub-layer (BERT: 2, T5: one per sub-layer), mask only
-    if p_hidden > 0:
-        sublayers = block.norms if profile.family in ("bert", "t5") else 0
-        constant += sublayers * h * mask
+    # norms: their inputs (the residual stream); an RMSNorm also keeps the normalized tensor when its weight trains.
+    # Pre-LN (Llama, T5): before attention, cross-attention and the MLP; post-LN (BERT): after each sub-layer.
+    norm_stages = ([0, 2, 3] if has_cross else [0, 3]) if pre_ln else ([1, 2, 4] if has_cross else [1, 4])
+    for index in range(block.norms):
+        stage = norm_stages[min(index, len(norm_stages) - 1)]
+        add(stage, h, strict=pre_ln)
+        if block.norm_kind == "rms" and block.norms_train:
+            add(stage, h)
+        # hidden-state dropout at the end of each sub-layer (BERT, T5): its mask
+        if p_hidden > 0 and profile.family in ("bert", "t5"):
+            add({0: 1, 2: 2, 3: 4}.get(stage, stage), h * mask)
 
     saved_inputs: set[str] = set()  # groups of linears whose (shared) input is kept anyway
-    for prefix in ("", "x"):
+    if "q" not in by_role:
+        # a layout not recognised (fused qkv projection, ...): Korthikanti et al. (2022)'s count for a GPT block,
+        # 17 h values per token + (softmax, dropout mask, dropped probabilities) per head and position; the
+        # method's extras are added below. Approximate: not checked against a measurement.
+        add(0, 17 * h)
+        if not fused:
+            add(0, block.heads * (2 + mask), per_position=True)
+        by_role = {}
+        fallback = True
+    else:
+        fallback = False
+    for prefix, stage in (("", 0), ("x", 2)):
         d_q, d_k, d_v = width(prefix + "q"), width(prefix + "k"), width(prefix + "v")
         if not d_q:
             continue
         if fused:  # q, k, v, output, log-sum-exp per head
-            constant += 2 * d_q + d_k + d_v + block.heads
+            add(stage, 2 * d_q + d_k + d_v + block.heads)
             saved_inputs.add(prefix + "o")  # the o projection's input is the kept output
-        else:  # q, k, v + softmax (+ dropout mask and dropped probabilities)
-            constant += d_q + (d_q if d_k < d_q and not profile.fused_attention else d_k) + \
-                (d_q if d_v < d_q and not profile.fused_attention else d_v)
-            per_position += block.heads * (1 + ((1 + mask) if p_attn > 0 else 0))
+        else:  # q, k, v + softmax (+ dropout mask and dropped probabilities); eager GQA repeats k and v
+            repeat = not profile.fused_attention
+            add(stage, d_q + (d_q if repeat and d_k < d_q else d_k) + (d_q if repeat and d_v < d_q else d_v))
+            add(stage, block.heads * (1 + ((1 + mask) if p_attn > 0 else 0)), per_position=True)
 
     # MLP
     i = width("down", "d_in") or width("up")
     act = _act_cost(profile.act)
     if "gate" in by_role:  # act(gate) * up: the gate, its activation (unless the activation kept it), the up output
-        constant += i * (act + (0 if profile.act in ("relu",) else 1) + 1)
+        add(3, i * (act + (0 if profile.act in ("relu",) else 1) + 1))
     elif i:
-        constant += i * act
+        add(3, i * act)
         if profile.family == "t5" and p_hidden > 0:  # dropout inside the feed-forward block, before wo
-            constant += i * mask
+            add(3, i * mask)
         elif profile.act in ("relu",):
             saved_inputs.add("down")  # the kept ReLU result is the down projection's input
 
@@ -713,21 +778,21 @@ def _block_cost(block: _Block, profile: _Profile, on_cuda: bool) -> tuple[float,
     groups = {"q": "qkv", "k": "qkv", "v": "qkv", "gate": "mlp", "up": "mlp", "o": "o", "down": "down",
               "xq": "xq", "xk": "xkv", "xv": "xkv", "xo": "xo"}
     for linear in block.linears:
+        stage = _STAGE.get(linear.role, 0)
         group = groups.get(linear.role, linear.path)
-        group_key = {"o": "o", "xo": "xo", "down": "down"}.get(group, group)
-        if linear.trains or (linear.lora_r and linear.lora_dropout == 0) or linear.ia3 == "in":
-            if group_key not in saved_inputs and group != "xkv":  # cross k/v read the encoder output: counted once
-                constant += linear.d_in
-                saved_inputs.add(group_key)
+        if (linear.trains or (linear.lora_r and linear.lora_dropout == 0) or linear.ia3 == "in") and not fallback:
+            if group not in saved_inputs and group != "xkv":  # cross k/v read the encoder output: counted once
+                add(stage, linear.d_in)
+                saved_inputs.add(group)
         if linear.lora_r:
-            constant += linear.lora_r
+            add(stage, linear.lora_r)
             if linear.lora_dropout > 0:
-                constant += linear.d_in * (1 + mask)  # the dropped input (kept by lora_A) and the mask
+                add(stage, linear.d_in * (1 + mask))  # the dropped input (kept by lora_A) and the mask
         if linear.adapter:
-            constant += linear.d_out + linear.adapter * (1 if linear.adapter_act in ("relu", "tanh") else 2)
+            add(stage, linear.d_out + linear.adapter * (1 if linear.adapter_act in ("relu", "tanh") else 2))
         if linear.ia3 == "out":
-            constant += linear.d_out
-    return constant, per_position
+            add(stage, linear.d_out)
+    return totals[0], totals[1]
 
 
 def _activation_bytes(profile: _Profile, batch: int, length: int, checkpointing: bool,
@@ -741,22 +806,24 @@ def _activation_bytes(profile: _Profile, batch: int, length: int, checkpointing:
     per_block: list[float] = []
     inputs = 0.0
     for block in profile.blocks:
+        start = -1 if started else _first_stage(block)  # the first trained block: from its first trained part
         started = started or block.trainable
         if not started:
             per_block.append(0.0)
             continue
-        constant, per_position = _block_cost(block, profile, on_cuda)
+        constant, per_position = _block_cost(block, profile, on_cuda, start)
         per_block.append((constant + per_position * (length_eff + profile.prefix_tokens)) * tokens * floats)
         inputs += block.hidden * tokens * floats
     # around the blocks: embeddings (BERT/T5 LayerNorm + dropout), the encoder output read by cross-attention
     extra = 0.0
     h = profile.hidden
     if profile.embeddings_train and profile.family in ("bert", "t5"):
-        extra += (h if profile.family == "bert" else 0) + (h * mask if profile.hidden_dropout > 0 else 0)
+        stacks = len({block.stack for block in profile.blocks}) or 1  # each stack embeds its own input
+        extra += stacks * ((h if profile.family == "bert" else 0) + (h * mask if profile.hidden_dropout > 0 else 0))
     if any(lin.role in ("xk", "xv") and (lin.trains or lin.lora_r) for b in profile.blocks for lin in b.linears):
         extra += h
     head_transient = 0.0
-    if profile.task != "sequence-classification":
+    if profile.task not in CLASSIFICATION:
         if profile.final_norm:
             extra += h * (2 if profile.final_norm == "rms" and profile.lm_head_trains else 1)
             if profile.family == "t5" and profile.hidden_dropout > 0:
@@ -765,8 +832,11 @@ def _activation_bytes(profile: _Profile, batch: int, length: int, checkpointing:
         extra += h if profile.lm_head_trains else 0
         extra += profile.vocab  # the log-softmax kept by the loss (float32)
         head_transient = 2.0 * profile.vocab * tokens * 4  # its gradient and the logits' gradient
-    elif profile.family == "llama":
-        extra += h  # the score head reads every position
+    elif profile.task == "token-classification":  # a head on every token: its input, and BERT's dropout before it
+        extra += h * (1 + (mask if profile.hidden_dropout > 0 and profile.family == "bert" else 0))
+        extra += h if profile.family != "bert" else 0  # a decoder's final norm
+    elif profile.family != "bert":
+        extra += 2 * h  # a decoder classifies from every position: the final norm's input and the score's input
     extra_bytes = extra * tokens * floats
     if checkpointing:
         saved = inputs + (max(per_block) if per_block else 0.0) + extra_bytes
@@ -806,7 +876,7 @@ def _estimate_from(profile: _Profile, config: RunConfig, checkpointing: bool, de
     parts["workspace"] = int(workspace)
     eval_batch = config.train.eval_batch_size or 2 * batch
     evaluation = 0
-    if profile.task != "sequence-classification":
+    if profile.task not in CLASSIFICATION:
         evaluation = 2 * eval_batch * (length + profile.prompt_tokens) * profile.vocab * 4  # logits + log-probs
     static = parts["weights"] + parts["adapter"] + parts["optimizer"] + parts["workspace"]
     candidates = {"activations": activations, "gradients": parts["gradients"], "evaluation": evaluation}

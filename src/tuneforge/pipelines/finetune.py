@@ -50,6 +50,8 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
     tracker = open_tracker(config.tracking, config.name, run_dir.name, {"tuneforge.run_dir": str(run_dir.resolve()),
                                                                        **(tags or {})})
     tracker.log_params(config.model_dump(mode="json", exclude={"hpo", "tracking"}))
+    if not quiet:
+        _check_memory(config, run_dir, log)
     try:
         if config.model.task in GENERATIVE_TASKS:
             from tuneforge.pipelines.generative import run_generative
@@ -133,6 +135,30 @@ def _run(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], No
         return {"validation": best_checkpoint_info(trainer.state), "training": training}
     # evaluate: the test split is read here, once
     return {**evaluate_run(model, tokenizer, data, config, resolved, run_dir, trainer.state), "training": training}
+
+
+def _check_memory(config: RunConfig, run_dir: Path, log: Callable[[str], None]) -> None:
+    """Predict the run's peak memory from the config before loading anything; warn with suggestions when it
+    will not fit this device. An estimate that cannot be made never stops the run."""
+    import torch
+
+    from tuneforge.models.memory import advise, available_memory, estimate
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        predicted = estimate(config, device=device)
+        available = available_memory(device)
+    except Exception as exc:  # noqa: BLE001 - an unknown architecture must not block training
+        log(f"memory estimate unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+        return
+    atomic_write_json(run_dir / "estimate.json", {"parts_bytes": predicted.parts, "total_bytes": predicted.total,
+                                                  "available_bytes": available, "device": device,
+                                                  "flops_per_token": predicted.flops_per_token})
+    advice = advise(predicted, available)
+    log(f"memory estimate: peak {predicted.total / 2**20:,.0f} MiB of {available / 2**20:,.0f} MiB available "
+        f"on {device}" + ("" if not advice else " -- it will not fit; try:"))
+    for line in advice:
+        log(f"  - {line}")
 
 
 def train_with_resume(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], eval_set: list[dict[str, Any]],
