@@ -238,3 +238,21 @@ def test_hyperband_pruning_and_retraining_the_best(tiny_bert, tiny_csv, tmp_path
     assert best_run["test"] == result.test_metrics and len(calls) == 1  # retrained, then scored once
     assert yaml.safe_load((tmp_path / "s" / "best" / "config.yaml").read_text())["train"]["learning_rate"] == \
            result.best_params["train.learning_rate"]
+
+
+def test_median_pruning_never_judges_the_first_evaluation():
+    from tuneforge.config.schema import HpoConfig
+    from tuneforge.hpo.space import make_pruner
+
+    hpo = HpoConfig(pruner="median", space={"train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}})
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(hpo, max_evaluations=3))
+    for _ in range(2):
+        good = study.ask()
+        for step in (1, 2, 3):
+            good.report(0.9, step)
+        study.tell(good, 0.9)
+    slow = study.ask()
+    slow.report(0.1, 1)
+    assert not slow.should_prune()  # a slow starter gets a second evaluation
+    slow.report(0.2, 2)
+    assert slow.should_prune()

@@ -56,8 +56,10 @@ def make_pruner(hpo: HpoConfig, max_evaluations: int) -> Any:
     import optuna
 
     if hpo.pruner == "median":
-        # never judge a trial on its first validation: early scores say little about where a run ends
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1 if max_evaluations > 2 else 0)
+        # never judge a trial on its first validation: early scores say little about where a run ends. Steps are
+        # evaluation numbers counted from 1 and optuna prunes from step >= n_warmup_steps, so the first judged
+        # evaluation is the second one with n_warmup_steps=2 (1 let a slow starter be pruned at its first score)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2 if max_evaluations > 2 else 0)
     if hpo.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, max_evaluations),
                                               reduction_factor=3)
