@@ -46,7 +46,9 @@ def tracking_uri(config: TrackingConfig) -> str:
         return config.uri
     folder = Path(config.dir).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}"
+    # several search workers on one machine share this file: wait for SQLite's write lock (up to 60 s) instead of
+    # failing a trial with "database is locked" after the driver's default 5 s
+    return f"sqlite:///{folder / 'mlflow.db'}?timeout=60"
 
 
 def artifact_root(config: TrackingConfig) -> str | None:
