@@ -620,41 +620,34 @@ def _sub_config(hf_config: Any, which: str) -> Any:
     return getattr(hf_config, which, None) or hf_config
 
 
-def _hidden(hf_config: Any) -> int:
+def _first(hf_config: Any, names: tuple[str, ...], kinds: tuple[type, ...]) -> Any:
+    """The first of ``names`` set on the (encoder) config with a value of one of ``kinds``, else None."""
     config = _sub_config(hf_config, "encoder")
-    for attr in ("hidden_size", "d_model", "n_embd", "dim"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int):
-            return value
-    return 0
+    values = (getattr(config, name, None) for name in names)
+    return next((v for v in values if isinstance(v, kinds) and not isinstance(v, bool)), None)
+
+
+def _hidden(hf_config: Any) -> int:
+    return _first(hf_config, ("hidden_size", "d_model", "n_embd", "dim"), (int,)) or 0
 
 
 def _attention_dropout(hf_config: Any) -> float:
-    config = _sub_config(hf_config, "encoder")
-    for attr in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop", "dropout_rate"):
-        value = getattr(config, attr, None)
-        if isinstance(value, (int, float)):
-            return float(value)
-    return 0.0
+    names = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop", "dropout_rate")
+    return float(_first(hf_config, names, (int, float)) or 0.0)
 
 
 def _hidden_dropout(hf_config: Any, family: str) -> float:
     if family == "llama":
         return 0.0
-    config = _sub_config(hf_config, "encoder")
-    for attr in ("hidden_dropout_prob", "dropout_rate", "resid_pdrop", "hidden_dropout"):
-        value = getattr(config, attr, None)
-        if isinstance(value, (int, float)):
-            return float(value)
-    return 0.0
+    names = ("hidden_dropout_prob", "dropout_rate", "resid_pdrop", "hidden_dropout")
+    return float(_first(hf_config, names, (int, float)) or 0.0)
 
 
 def _activation(hf_config: Any) -> str:
+    act = _first(hf_config, ("dense_act_fn", "hidden_act", "activation_function", "hidden_activation"), (str,))
+    if act is not None:
+        return act
     config = _sub_config(hf_config, "encoder")
-    for attr in ("dense_act_fn", "hidden_act", "activation_function", "hidden_activation"):
-        value = getattr(config, attr, None)
-        if isinstance(value, str):
-            return value
     projection = getattr(config, "feed_forward_proj", "")
     return "gelu_new" if "gelu" in str(projection) else "relu"
 

@@ -14,19 +14,13 @@ def load_trained(model_dir: Path, meta: dict[str, Any], auto: Any, **base_kwargs
         from tuneforge.methods.registry import load_kwargs, validate_method
 
         base_kwargs = {**base_kwargs, **load_kwargs(validate_method(meta["method_config"]))}
-    if meta.get("method") == "qlora":
-        from tuneforge.methods.qlora import keep_training_layout
 
-        return _load(model_dir, meta, auto, base_kwargs, keep_training_layout)
-    return _load(model_dir, meta, auto, base_kwargs)
-
-
-def _load(model_dir: Path, meta: dict[str, Any], auto: Any, base_kwargs: dict[str, Any],
-          prepare: Any = None) -> Any:
     def base() -> Any:
         model = auto.from_pretrained(meta["base_model"], **base_kwargs)
-        if prepare is not None:
-            prepare(model)  # QLoRA: the same 4-bit kernels as in training, so outputs reproduce exactly
+        if meta.get("method") == "qlora":  # the same 4-bit kernels as in training, so outputs reproduce exactly
+            from tuneforge.methods.qlora import keep_training_layout
+
+            keep_training_layout(model)
         return model
 
     if (model_dir / "adapter_config.json").exists():
