@@ -134,8 +134,9 @@ def test_packed_examples_see_only_themselves(tiny_llama, tokenizer):
     assert len(rows) == 1 and len(rows[0].input_ids) == sum(len(e.input_ids) for e in examples)
     batch = PackedCollator(pad_id=0)([vars(rows[0])])
     assert "attention_mask" not in batch
+    assert batch["tf_lengths"].tolist() == [[len(e.input_ids) for e in examples]]
     with torch.no_grad():
-        packed = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
+        packed = model(**{k: v for k, v in batch.items() if k not in ("labels", "tf_lengths")}).logits[0]
         start = 0
         for example in examples:  # a row keeps its examples in their original order
             alone = model(input_ids=torch.tensor([example.input_ids])).logits[0]

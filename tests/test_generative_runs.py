@@ -49,7 +49,8 @@ def test_instruction_tuning_run_end_to_end(tiny_llama, chat_jsonl, tmp_path):
     assert losses(run)[-1] < losses(run)[0]
     report = json.loads((run / "data_report.json").read_text())
     assert report["template_lint"]["end_token"] == "<|im_end|>" and report["template_lint"]["end_token_in_labels_pct"] == 100
-    assert report["tokens"]["packing"] and report["tokens"]["padding_share"] < report["tokens"]["padding_share_unpacked"]
+    assert report["tokens"]["packing"] and report["tokens"]["padding_share"] <= report["tokens"]["padding_share_unpacked"]
+    assert report["tokens"]["pack_by"] == "batch"
     predictions = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == test["n_prompts"] == 6
     page = (run / "report.html").read_text()

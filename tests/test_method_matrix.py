@@ -31,8 +31,19 @@ LEARNING_RATE = {"full": 1e-3, "freeze": 1e-3, "ia3": 1e-1, "prefix": 1e-1, "pro
 COMBOS = [(name, extra, task) for name in available_methods() for extra in [{}, *VARIANTS.get(name, [])]
           for task in ALL_TASKS if task in spec_for(name).tasks]
 AUTO = {"sequence-classification": "AutoModelForSequenceClassification",
-        "token-classification": "AutoModelForTokenClassification", "causal-lm": "AutoModelForCausalLM",
+        "token-classification": "AutoModelForTokenClassification",
+        "question-answering": "AutoModelForQuestionAnswering", "causal-lm": "AutoModelForCausalLM",
         "seq2seq": "AutoModelForSeq2SeqLM"}
+LABEL_KEYS = ("labels", "start_positions", "end_positions")
+
+
+def logits_of(outputs):
+    """The logits a model returns; a span (QA) head's start and end logits stacked."""
+    import torch
+
+    if hasattr(outputs, "start_logits"):
+        return torch.stack((outputs.start_logits, outputs.end_logits), dim=-1)
+    return outputs.logits
 
 
 def combo_id(combo: tuple) -> str:
@@ -44,8 +55,9 @@ def combo_id(combo: tuple) -> str:
 def bases(tmp_path_factory) -> dict[str, str]:
     """One tiny model per architecture, 64 wide (bitsandbytes' CPU kernels need a 64-value block)."""
     import torch
-    from transformers import (BertConfig, BertForSequenceClassification, BertForTokenClassification, LlamaConfig,
-                              LlamaForCausalLM, T5Config, T5ForConditionalGeneration)
+    from transformers import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification,
+                              BertForTokenClassification, LlamaConfig, LlamaForCausalLM, T5Config,
+                              T5ForConditionalGeneration)
 
     root = tmp_path_factory.mktemp("matrix-bases")
     torch.manual_seed(0)
@@ -56,6 +68,9 @@ def bases(tmp_path_factory) -> dict[str, str]:
         "token-classification": BertForTokenClassification(BertConfig(
             vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
             max_position_embeddings=64, num_labels=3)),
+        "question-answering": BertForQuestionAnswering(BertConfig(
+            vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+            max_position_embeddings=64)),
         "causal-lm": LlamaForCausalLM(LlamaConfig(
             vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
             num_key_value_heads=1, max_position_embeddings=64, pad_token_id=0)),
@@ -78,6 +93,9 @@ def batch(task: str) -> dict:
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 2, 1])}
     if task == "token-classification":
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids % 3}
+    if task == "question-answering":
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "start_positions": torch.tensor([1, 3, 5, 7]),
+                "end_positions": torch.tensor([2, 4, 5, 9])}
     if task == "causal-lm":
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids[:, :6].contiguous()}
@@ -139,8 +157,8 @@ def train_combo(bases: dict[str, str], combo: tuple, root: Path) -> dict:
         "task": task, "base_model": bases[task], "method": name, "labels": ["a", "b", "c"],
         "method_config": config.model_dump(mode="json")}))
     with torch.no_grad():
-        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"} |
-                        ({"decoder_input_ids": inputs["labels"]} if task == "seq2seq" else {})).logits
+        outputs = logits_of(model(**{k: v for k, v in inputs.items() if k not in LABEL_KEYS} |
+                                  ({"decoder_input_ids": inputs["labels"]} if task == "seq2seq" else {})))
     torch.save(outputs, folder / "expected.pt")
     return {"model": model, "losses": losses, "before": before, "after": after,
             "trainable": {n for n, p in model.named_parameters() if p.requires_grad}, "folder": folder}
@@ -169,13 +187,16 @@ for folder in map(Path, sys.argv[1:]):
     meta = json.loads((folder / "tuneforge.json").read_text())
     auto = {"sequence-classification": transformers.AutoModelForSequenceClassification,
             "token-classification": transformers.AutoModelForTokenClassification,
+            "question-answering": transformers.AutoModelForQuestionAnswering,
             "causal-lm": transformers.AutoModelForCausalLM, "seq2seq": transformers.AutoModelForSeq2SeqLM}[meta["task"]]
     kwargs = {"num_labels": 3} if meta["task"].endswith("classification") else {}
     model = load_trained(folder, meta, auto, **kwargs).eval()
     ids = (torch.arange(12) * 3 + torch.tensor([[2], [40], [80], [7]])) % 126 + 2
     extra = {"decoder_input_ids": ids[:, :6]} if meta["task"] == "seq2seq" else {}
     with torch.no_grad():
-        torch.save(model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra).logits, folder / "loaded.pt")
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra)
+        logits = torch.stack((out.start_logits, out.end_logits), -1) if hasattr(out, "start_logits") else out.logits
+        torch.save(logits, folder / "loaded.pt")
 """
     import torch
 
@@ -195,12 +216,12 @@ def test_merged_equals_unmerged(trained, combo):
 
     result = trained(combo)
     inputs = batch(combo[2])
-    inputs = {k: v for k, v in inputs.items() if k != "labels"} | (
+    inputs = {k: v for k, v in inputs.items() if k not in LABEL_KEYS} | (
         {"decoder_input_ids": batch(combo[2])["labels"]} if combo[2] == "seq2seq" else {})
     model = copy.deepcopy(result["model"])
     with torch.no_grad():
-        unmerged = model(**inputs).logits
-        merged = model.merge_and_unload()(**inputs).logits
+        unmerged = logits_of(model(**inputs))
+        merged = logits_of(model.merge_and_unload()(**inputs))
     assert not any("lora_" in n or "ia3_" in n for n, _ in merged_names(model))
     torch.testing.assert_close(merged, unmerged, atol=1e-4, rtol=1e-4)
 

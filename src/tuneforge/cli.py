@@ -13,6 +13,7 @@ HELP = """tuneforge: fine-tune a pretrained model on your data, evaluate it hone
   tuneforge quickstart --task chat             instruction-tune SmolLM2-135M on chatterbot Q/A pairs (CPU)
   tuneforge train cfg.yaml [key.sub=value ...] one run from a YAML config (see: tuneforge config keys)
   tuneforge predict RUN_DIR --text "..."       label new text with a trained run
+  tuneforge predict RUN_DIR --question Q --context C   the answer span in C (a question-answering run)
   tuneforge generate RUN_DIR --prompt "..."    answer prompts with a trained generative run
   tuneforge chat RUN_DIR                       talk to it (streams tokens, keeps the conversation)
   tuneforge export RUN_DIR --merge --output D  fold a LoRA/QLoRA/IA3 adapter into a standalone HF model
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     group = predict.add_mutually_exclusive_group(required=True)
     group.add_argument("--text", action="append", help="a text to label (repeatable)")
     group.add_argument("--file", help="CSV file with a text column")
+    group.add_argument("--question", help="question-answering runs: the question (with --context)")
+    predict.add_argument("--context", help="question-answering runs: the text the answer is taken from")
     predict.add_argument("--output", help="output CSV for --file (default: <file>.predictions.csv)")
     predict.add_argument("--text-column", default="text", help="text column of --file (default: text)")
 
@@ -190,9 +193,21 @@ def _quickstart(args: Any) -> int:
 def _predict(args: Any) -> int:
     import json
 
-    from tuneforge.pipelines.predict import load_predictor, predict_file
+    from tuneforge.pipelines.predict import load_predictor, predict_file, read_model_meta
 
+    qa = read_model_meta(args.run_dir)[1].get("task") == "question-answering"
+    if qa != bool(args.question) or (args.question and not args.context):
+        from tuneforge.errors import UserError
+
+        raise UserError(f"{args.run_dir}: a question-answering run answers --question with --context" if qa else
+                        f"{args.run_dir}: --question/--context need a question-answering run; this one labels "
+                        f"--text or --file")
     predictor = load_predictor(args.run_dir)
+    if qa:
+        answer = predictor.answer([args.question], [args.context])[0]
+        print(json.dumps({"question": args.question, "answer": answer["text"], "score": answer["score"],
+                          "start": answer["start"], "end": answer["end"]}, ensure_ascii=False))
+        return 0
     if args.file:
         output = args.output or f"{os.path.splitext(args.file)[0]}.predictions.csv"
         count = predict_file(predictor, args.file, output, args.text_column)

@@ -20,6 +20,8 @@ def print_summary(result: Any) -> None:
     shown, headline = (GENERATIVE_SHOWN, "rougeL") if generative else (SHOWN, "macro_f1")
     if task == "token-classification":
         shown, headline = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy"), "entity_f1"
+    if task == "question-answering":
+        shown, headline = ("exact_match", "f1"), "f1"
     if generative and "rougeL" not in test["finetuned"]:
         headline = "perplexity"
     models = {"fine-tuned": test["finetuned"], **{f"baseline: {k}": v for k, v in test["baselines"].items()}}

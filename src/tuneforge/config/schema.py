@@ -13,7 +13,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-Task = Literal["sequence-classification", "token-classification", "causal-lm", "seq2seq"]
+Task = Literal["sequence-classification", "token-classification", "question-answering", "causal-lm", "seq2seq"]
 GENERATIVE_TASKS = ("causal-lm", "seq2seq")
 DatasetFormat = Literal["auto", "labelled", "alpaca", "sharegpt", "messages", "prompt-completion", "text"]
 
@@ -24,7 +24,8 @@ class ModelConfig(Section):
         "or a Hugging Face hub id."
     )
     task: Task = Field("sequence-classification", description="What the model learns to do: sequence-classification, "
-                       "token-classification (NER: BIO tags per word), "
+                       "token-classification (NER: BIO tags per word), question-answering (extractive: the "
+                       "answer's span in a context), "
                        "causal-lm (instruction tuning of a decoder, or continued pretraining on raw text) or "
                        "seq2seq (an encoder-decoder; two encoder names joined by '+' build one, e.g. minilm+minilm).")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when loading from the hub.")
@@ -67,6 +68,9 @@ class DataConfig(Section):
     hf_split: str | None = Field(None, description="Which split of a saved DatasetDict to read (default: all).")
     split: SplitConfig = Field(default_factory=SplitConfig, description="Train/validation/test proportions.")
     max_length: int = Field(128, ge=8, le=32768, description="Maximum tokens per example (longer ones are truncated).")
+    doc_stride: int = Field(32, ge=0, description="Question answering: a context longer than max_length is read in "
+                            "overlapping windows (each with the question); consecutive windows share this many tokens. "
+                            "Must be below max_length / 3.")
     clean: CleanConfig = Field(default_factory=CleanConfig, description="Cleaning steps, each counted in data_report.json.")
     on_bad_rows: Literal["error", "skip"] = Field(
         "error", description="A malformed row: stop with its file and line (error) or drop and count it (skip).")
@@ -76,7 +80,8 @@ class DataConfig(Section):
         "documents for continued pretraining); auto detects it from the first record's keys.")
     columns: dict[str, str] = Field(
         default_factory=dict, description="Map the format's keys to your column names, e.g. {instruction: question, "
-        "output: answer} or {messages: dialog, role: speaker, content: text}.")
+        "output: answer} or {messages: dialog, role: speaker, content: text}; question answering: {question: q, "
+        "context: passage, answers: ..., answer: ..., answer_start: ..., id: ...}.")
     roles: dict[str, str] = Field(
         default_factory=dict, description="Map role names in your data to user/assistant/system, e.g. {bot: assistant}.")
     template: str = Field(
@@ -87,6 +92,11 @@ class DataConfig(Section):
         "completion", description="Train on the assistant/completion tokens only (default) or on every token.")
     packing: bool | None = Field(
         None, description="Pack short examples into full rows with per-example attention (default: on for causal-lm).")
+    pack_by: Literal["batch", "dataset"] = Field(
+        "batch", description="batch: each step's train.batch_size examples are packed into as few rows (of at most "
+        "max_length) as hold them, so batch_size still counts examples and the optimizer sees the same batches as "
+        "without packing; dataset: the whole split is packed into rows of max_length once and batch_size counts "
+        "rows (fewer, fuller steps).")
     max_rows: int | None = Field(None, ge=10, description="Use at most this many rows (a seeded stratified sample).")
     min_examples_per_class: int = Field(
         0, ge=0, description="Drop classes with fewer examples (counted); 0 keeps all and errors if one cannot be split.")
@@ -99,9 +109,9 @@ class MethodConfig(Section):
 
 
 class EarlyStoppingConfig(Section):
-    metric: Literal["macro_f1", "accuracy", "weighted_f1", "entity_f1", "loss"] = Field(
+    metric: Literal["macro_f1", "accuracy", "weighted_f1", "entity_f1", "f1", "exact_match", "loss"] = Field(
         "macro_f1", description="Validation metric that selects the best checkpoint and drives early stopping "
-        "(token-classification: entity_f1; generative tasks: loss).")
+        "(token-classification: entity_f1; question-answering: f1 or exact_match (SQuAD); generative tasks: loss).")
     patience: int = Field(2, ge=1, description="Evaluations without improvement before training stops.")
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
 
@@ -125,6 +135,16 @@ class TrainConfig(Section):
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept (the best one is always kept).")
     logging_steps: int = Field(10, ge=1, description="Log training loss every N steps.")
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice).")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Compute dtype of the forward/backward pass (autocast; master weights and optimizer "
+        "states stay fp32). auto: bf16 on GPUs that support it (else fp16), and on CPUs whose bf16 matmul is "
+        "measurably faster than fp32 (AMX/AVX512-BF16); fp32 otherwise.")
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto", description="Recompute activations in the backward pass (~1/3 more compute, far less activation "
+        "memory). auto: on only when the memory estimate says the run would not fit without it.")
+    group_by_length: bool | None = Field(
+        None, description="Batch examples of similar length together (less padding). Default: on for unpacked "
+        "generative runs, off for classification.")
 
     @model_validator(mode="after")
     def _steps_need_eval_steps(self) -> TrainConfig:
@@ -147,21 +167,26 @@ class GenerationConfig(Section):
 
 
 BASELINES = {"sequence-classification": ["majority", "linear_probe"], "token-classification": ["memorization"],
-             "causal-lm": ["zero_shot", "few_shot"],
+             "question-answering": ["sliding_window"], "causal-lm": ["zero_shot", "few_shot"],
              "seq2seq": ["copy_input"]}
 
 
 class EvaluationConfig(Section):
-    baselines: list[Literal["majority", "linear_probe", "memorization", "zero_shot", "few_shot", "copy_input"]] | None = Field(
+    baselines: list[Literal["majority", "linear_probe", "memorization", "sliding_window", "zero_shot", "few_shot",
+                            "copy_input"]] | None = Field(
         None, description="Baselines scored on the same test split (default: majority + linear_probe for "
-        "classification; memorization (each word's most frequent training tag) for token-classification; the base "
-        "model zero_shot + few_shot for causal-lm; copy_input (the prompt as the answer) for "
+        "classification; memorization (each word's most frequent training tag) for token-classification; "
+        "sliding_window (the context sentence sharing the most words with the question) for question-answering; "
+        "the base model zero_shot + few_shot for causal-lm; copy_input (the prompt as the answer) for "
         "seq2seq).")
     few_shot_k: int = Field(3, ge=1, description="Training examples put in the prompt of the few_shot baseline.")
     max_test_examples: int | None = Field(
         200, ge=1, description="Generative tasks: generate for at most this many test prompts (a seeded sample; "
         "perplexity uses the whole test split). null = all.")
     samples_in_report: int = Field(12, ge=0, description="Sample prompts shown in report.html with each model's output.")
+    max_answer_length: int = Field(30, ge=1, description="Question answering: the longest answer span predicted, in tokens.")
+    n_best: int = Field(20, ge=1, description="Question answering: start and end candidates (top-k logits per window) "
+                        "searched for the best span.")
     generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Decoding for generative tasks.")
     bootstrap_samples: int = Field(1000, ge=100, description="Bootstrap resamples for confidence intervals.")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the intervals.")
@@ -258,12 +283,17 @@ class RunConfig(Section):
             raise ValueError(f"evaluation.baselines: {', '.join(wrong)} do not apply to task {task} "
                              f"(allowed: {', '.join(allowed) or 'none'})")
         early = self.train.early_stopping
-        wanted = {"token-classification": ("entity_f1", "loss"), "causal-lm": ("loss",), "seq2seq": ("loss",)}
+        wanted = {"token-classification": ("entity_f1", "loss"), "question-answering": ("f1", "exact_match", "loss"),
+                  "causal-lm": ("loss",), "seq2seq": ("loss",)}
         if task in wanted and early is not None and early.metric not in wanted[task]:
             if "metric" in early.model_fields_set:
                 raise ValueError(f"train.early_stopping.metric: {task} runs are selected by "
                                  f"{' or '.join(wanted[task])} (set it to {wanted[task][0]})")
             early.metric = wanted[task][0]
+        if task == "question-answering" and 3 * self.data.doc_stride >= self.data.max_length:
+            raise ValueError(f"data.doc_stride: {self.data.doc_stride} leaves no room in a window of data.max_length "
+                             f"{self.data.max_length} for the question and new context; use doc_stride below "
+                             f"max_length / 3 (at most {(self.data.max_length - 1) // 3})")
         return self
 
     @field_validator("method", mode="before")

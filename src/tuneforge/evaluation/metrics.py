@@ -42,6 +42,12 @@ def bootstrap_indices(n: int, samples: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(samples, n))
 
 
+def percentile_interval(values: np.ndarray | list[float], confidence: float = 0.95) -> list[float]:
+    """The central ``confidence`` share of bootstrap values, as [low, high] rounded to 4 places."""
+    lo, hi = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2
+    return [round(float(np.percentile(values, lo)), 4), round(float(np.percentile(values, hi)), 4)]
+
+
 def classification_metrics(y_true: list[int] | np.ndarray, y_pred: list[int] | np.ndarray, labels: list[str],
                            indices: np.ndarray, confidence: float = 0.95) -> dict[str, Any]:
     """Accuracy, macro/weighted precision-recall-F1, per-class figures and the confusion matrix, each scalar

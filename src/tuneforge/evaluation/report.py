@@ -44,6 +44,12 @@ def write_report(run_dir: str | Path) -> Path:
         return _page(run_dir, name, [f"<h1>tuneforge run: {html.escape(name)}</h1>",
                                      *ner_parts(metrics, data_report, params, log),
                                      "<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>"])
+    if metrics.get("task") == "question-answering":
+        from tuneforge.evaluation.report_qa import qa_parts
+
+        return _page(run_dir, name, [f"<h1>tuneforge run: {html.escape(name)}</h1>",
+                                     *qa_parts(run_dir, metrics, data_report, params, log),
+                                     "<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>"])
     if metrics.get("task") in ("causal-lm", "seq2seq"):
         from tuneforge.evaluation.report_generative import generative_parts
 
@@ -144,6 +150,7 @@ def _training_facts(metrics: dict[str, Any], params: dict[str, Any]) -> str:
         "optimizer steps": training.get("global_steps"),
         "best validation metric": validation.get("best_metric"),
         "best checkpoint (restored)": validation.get("best_checkpoint"),
+        **_speed_facts(training.get("speed") or {}),
     }
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
     return f"<table id='training'>{rows}</table>"
@@ -175,6 +182,22 @@ def _data_section(report: dict[str, Any]) -> str:
             f"<th>truncated</th><th>truncated %</th></tr>{length_rows}</table>")
 
 
+def _speed_facts(speed: dict[str, Any]) -> dict[str, str]:
+    """What the run got: throughput over training steps (validation excluded), padding and MFU."""
+    if "tokens_per_s" not in speed:
+        return {}
+    facts = {"training speed": f"{speed['tokens_per_s']:,.1f} real tokens/s, {speed['loss_tokens_per_s']:,.1f} "
+                               f"tokens with loss/s ({speed['real_tokens']:,} real tokens in "
+                               f"{speed['measured_seconds']:,.1f} s)",
+             "padding": f"{100 * speed['padding_share']:.1f}% of computed positions",
+             "precision": f"{speed.get('precision')}" + (", gradient checkpointing"
+                                                         if speed.get("gradient_checkpointing") else "")}
+    if "mfu" in speed:
+        facts["model FLOPs utilisation"] = f"{100 * speed['mfu']:.1f}% of {speed['peak_flops']:,.0f} GFLOP/s (measured " \
+                                           f"matmul peak)"
+    return facts
+
+
 def _training_plots(log: list[dict[str, Any]]) -> str:
     import matplotlib
 
@@ -188,7 +211,7 @@ def _training_plots(log: list[dict[str, Any]]) -> str:
         left.plot(*zip(*train), label="training loss")
     if evals:
         left.plot([e["step"] for e in evals], [e["eval_loss"] for e in evals], "o-", label="validation loss")
-        for key in ("eval_macro_f1", "eval_accuracy", "eval_entity_f1"):
+        for key in ("eval_macro_f1", "eval_accuracy", "eval_entity_f1", "eval_f1", "eval_exact_match"):
             if any(key in e for e in evals):
                 right.plot([e["step"] for e in evals], [e.get(key) for e in evals], "o-", label=key[5:])
     left.set(xlabel="step", ylabel="loss", title="Loss")

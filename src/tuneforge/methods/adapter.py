@@ -7,7 +7,7 @@ only. Sites are found by structure (BERT-, Llama- and T5-style blocks, cross-att
 ``Linear`` becomes an :class:`Adapted` module (``.base`` the original layer, ``.adapter`` the bottleneck), so its
 parameter names gain ``.base.`` (e.g. ``bert.encoder.layer.0.output.dense.base.weight``). The up-projection starts
 near zero, so the adapted model starts equal to the base model. Everything else is frozen except, per config, the
-classification head (sequence-classification only: a generative model's LM head stays frozen) and the norms.
+task head (sequence-classification and question-answering: a generative model's LM head stays frozen) and the norms.
 
 Saved format (:func:`save_adapter`), a folder with two files:
 
@@ -60,8 +60,8 @@ class AdapterConfig(MethodConfig):
     init_scale: float = Field(0.0, ge=0, description="Standard deviation of the up-projection's initial weights; "
                               "0 (zeros, as LoRA's B) makes the adapted model exactly the base model at the start "
                               "(LLMs carry a few very large activations that even 1e-3 lets through).")
-    train_head: bool = Field(True, description="Train the classification head too (sequence-classification; a "
-                             "generative model's LM head stays frozen).")
+    train_head: bool = Field(True, description="Train the task head too (sequence-, token-classification and "
+                             "question-answering; a generative model's LM head stays frozen).")
     train_norms: bool = Field(False, description="Train the layer norms too.")
 
 
@@ -135,7 +135,7 @@ def apply(model: torch.nn.Module, config: AdapterConfig, task: str) -> torch.nn.
                          "(BERT-, Llama- and T5-style are supported)")
     model.requires_grad_(False)
     outside = set()
-    if config.train_head and task == "sequence-classification":
+    if config.train_head and task in ("sequence-classification", "token-classification", "question-answering"):
         head = tuple(_head_prefixes(model))
         outside |= {n for n, _ in model.named_parameters() if n.startswith(head)}
     if config.train_norms:

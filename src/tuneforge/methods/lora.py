@@ -10,7 +10,11 @@ from pydantic import Field
 from tuneforge.config.schema import MethodConfig
 from tuneforge.methods.registry import ALL_TASKS, MethodSpec, register
 
-_PEFT_TASK = {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS", "causal-lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
+_PEFT_TASK = {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS",
+              "question-answering": "QUESTION_ANS", "causal-lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
+# each task's head: trained fully (peft's modules_to_save for the task type), so it must not also get an adapter
+_TASK_HEADS = {"sequence-classification": ["classifier", "score"], "token-classification": ["classifier", "score"],
+               "question-answering": ["qa_outputs"]}
 
 
 class LoraConfig(MethodConfig):
@@ -33,7 +37,7 @@ def apply(model: torch.nn.Module, config: LoraConfig, task: str) -> torch.nn.Mod
     targets = config.target_modules
     if targets is None and getattr(model.config, "model_type", "") == "encoder-decoder":
         targets = ["query", "value"]  # peft has no default for a joined encoder-decoder: BERT's choice, both sides
-    head = {"exclude_modules": ["classifier", "score"]} if targets == "all-linear" and "classification" in task else {}
+    head = {"exclude_modules": _TASK_HEADS[task]} if targets == "all-linear" and task in _TASK_HEADS else {}
     peft_config = peft.LoraConfig(
         **head,  # the task head trains fully (modules_to_save); it must not also get an adapter
         task_type=_PEFT_TASK[task],

@@ -68,9 +68,9 @@ def apply_ia3(model: torch.nn.Module, config: IA3Config, task: str) -> torch.nn.
 
 register(MethodSpec("prefix", PrefixConfig, "tuneforge.methods.peft_methods:apply_prefix", ALL_TASKS,
                     "Prefix tuning: trained key/value prefixes in every attention layer (peft).", packs=False))
-# virtual tokens before the input shift every position, which a per-token head cannot take
+# virtual tokens before the input shift every position, which a per-token head (tags, answer start/end) cannot take
 register(MethodSpec("prompt", PromptConfig, "tuneforge.methods.peft_methods:apply_prompt",
-                    tuple(t for t in ALL_TASKS if t != "token-classification"),
+                    tuple(t for t in ALL_TASKS if t not in ("token-classification", "question-answering")),
                     "Prompt tuning: trained virtual token embeddings before the input (peft).", packs=False))
 register(MethodSpec("ia3", IA3Config, "tuneforge.methods.peft_methods:apply_ia3", ALL_TASKS,
                     "IA3: learned scaling of attention keys/values and feed-forward activations (peft)."))

@@ -34,7 +34,7 @@ class MethodSpec:
 
 
 _METHODS: dict[str, MethodSpec] = {}
-ALL_TASKS = ("sequence-classification", "token-classification", "causal-lm", "seq2seq")
+ALL_TASKS = ("sequence-classification", "token-classification", "question-answering", "causal-lm", "seq2seq")
 
 
 def register(spec: MethodSpec) -> None:

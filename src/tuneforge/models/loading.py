@@ -59,12 +59,26 @@ def load_generative(model: ResolvedModel, task: str, revision: str | None = None
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     auto = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSeq2SeqLM
+    if task == "causal-lm" and "attn_implementation" not in load_kwargs:
+        load_kwargs["attn_implementation"] = attention_implementation()
     try:
         return auto.from_pretrained(model.path, dtype=torch.float32, **_hub_kwargs(revision, trust_remote_code),
                                     **load_kwargs)
     except (OSError, ValueError) as exc:
         kind = "a causal language model" if task == "causal-lm" else "an encoder-decoder (seq2seq) model"
         raise UserError(f"model {model.name!r}: cannot load it as {kind} ({str(exc).splitlines()[0]})") from None
+
+
+def attention_implementation() -> str:
+    """FlashAttention 2 on a CUDA GPU where the flash_attn package is installed (packed rows then run as varlen
+    sequences, no mask materialised), else PyTorch's scaled_dot_product_attention."""
+    import importlib.util
+
+    import torch
+
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
 
 
 def load_token_classifier(model: ResolvedModel, labels: list[str], revision: str | None = None,
@@ -79,3 +93,17 @@ def load_token_classifier(model: ResolvedModel, labels: list[str], revision: str
             **load_kwargs)
     except OSError as exc:
         raise UserError(f"model {model.name!r}: cannot load it ({str(exc).splitlines()[0]})") from None
+
+
+def load_question_answerer(model: ResolvedModel, revision: str | None = None, trust_remote_code: bool = False,
+                           **load_kwargs: Any) -> Any:
+    """An extractive QA model: the encoder with a fresh span head (``qa_outputs``: a start and an end logit per
+    token)."""
+    from transformers import AutoModelForQuestionAnswering
+
+    try:
+        return AutoModelForQuestionAnswering.from_pretrained(model.path, **_hub_kwargs(revision, trust_remote_code),
+                                                             **load_kwargs)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"model {model.name!r}: cannot load it with a question-answering head "
+                        f"({str(exc).splitlines()[0]}); use an encoder such as BERT or MiniLM") from None

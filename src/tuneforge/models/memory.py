@@ -97,7 +97,7 @@ CPU_ALLOCATOR_RETENTION = 0.45
 CUDA_OVERHEAD = 256 * MiB  # cuBLAS workspace + caching-allocator slack (not measured in this project)
 SAFETY_MARGIN = 0.10  # advise() wants the peak below (1 - margin) x available
 HEADS = ("classifier", "score", "qa_outputs", "lm_head")  # never quantized (tuneforge.methods.qlora.HEADS)
-CLASSIFICATION = ("sequence-classification", "token-classification")  # a small head, no vocabulary-sized logits
+CLASSIFICATION = ("sequence-classification", "token-classification", "question-answering")  # small heads, no vocabulary
 
 PART_NAMES = ("weights", "adapter", "gradients", "optimizer", "activations", "workspace")
 
@@ -402,15 +402,17 @@ def _meta_model(hf_config: Any, task: str, num_labels: int, trust_remote_code: b
     import logging
 
     import torch
-    from transformers import (AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification,
-                              AutoModelForTokenClassification, logging as hf_logging)
+    from transformers import (AutoModelForCausalLM, AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM,
+                              AutoModelForSequenceClassification, AutoModelForTokenClassification,
+                              logging as hf_logging)
 
     hf_config = copy.deepcopy(hf_config)
     auto = {"sequence-classification": AutoModelForSequenceClassification,
             "token-classification": AutoModelForTokenClassification, "causal-lm": AutoModelForCausalLM,
+            "question-answering": AutoModelForQuestionAnswering,
             "seq2seq": AutoModelForSeq2SeqLM}[task]
     if task in CLASSIFICATION:
-        hf_config.num_labels = num_labels
+        hf_config.num_labels = 2 if task == "question-answering" else num_labels  # start and end logits
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity(logging.ERROR)
     try:
@@ -825,7 +827,7 @@ def _activation_bytes(profile: _Profile, batch: int, length: int, checkpointing:
         extra += h if profile.lm_head_trains else 0
         extra += profile.vocab  # the log-softmax kept by the loss (float32)
         head_transient = 2.0 * profile.vocab * tokens * 4  # its gradient and the logits' gradient
-    elif profile.task == "token-classification":  # a head on every token: its input, and BERT's dropout before it
+    elif profile.task in ("token-classification", "question-answering"):  # a head on every token: its input, and BERT's dropout before it
         extra += h * (1 + (mask if profile.hidden_dropout > 0 and profile.family == "bert" else 0))
         extra += h if profile.family != "bert" else 0  # a decoder's final norm
     elif profile.family != "bert":

@@ -29,7 +29,7 @@ class RunResult:
 
 ARTIFACTS = ["config.yaml", "data_report.json", "params.json", "metrics.json", "train_log.jsonl", "report.html",
              "predictions.csv", "predictions.jsonl"]
-HEADLINE = ("accuracy", "macro_f1", "weighted_f1", "entity_f1", "entity_precision", "entity_recall", "rougeL", "bleu", "chrf", "meteor", "exact_match", "ended_rate",
+HEADLINE = ("accuracy", "macro_f1", "weighted_f1", "entity_f1", "entity_precision", "entity_recall", "rougeL", "bleu", "chrf", "meteor", "exact_match", "f1", "ended_rate",
             "perplexity")
 
 
@@ -50,8 +50,7 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
     tracker = open_tracker(config.tracking, config.name, run_dir.name, {"tuneforge.run_dir": str(run_dir.resolve()),
                                                                        **(tags or {})})
     tracker.log_params(config.model_dump(mode="json", exclude={"hpo", "tracking"}))
-    if not quiet:
-        _check_memory(config, run_dir, log)
+    config = _check_memory(config, run_dir, log if not quiet else (lambda _line: None))
     try:
         if config.model.task in GENERATIVE_TASKS:
             from tuneforge.pipelines.generative import run_generative
@@ -62,6 +61,11 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
 
             metrics = run_token_classification(config, run_dir, resume, log, evaluate_test, list(callbacks), tracker,
                                                quiet)
+        elif config.model.task == "question-answering":
+            from tuneforge.pipelines.question_answering import run_question_answering
+
+            metrics = run_question_answering(config, run_dir, resume, log, evaluate_test, list(callbacks), tracker,
+                                             quiet)
         else:
             metrics = _run(config, run_dir, resume, log, evaluate_test, list(callbacks), tracker, quiet)
         metrics["seconds"] = round(time.time() - started, 1)
@@ -130,59 +134,99 @@ def _run(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], No
 
     training = {"global_steps": trainer.state.global_step, "epochs_run": round(trainer.state.epoch or 0.0, 3),
                 "max_epochs": config.train.epochs, "method": config.method.name,
-                "train_seconds": round(train_seconds, 2), "params_trainable": params["trainable"]}
+                "train_seconds": round(train_seconds, 2), "params_trainable": params["trainable"],
+                "speed": trainer.speed_summary}
     if not evaluate_test:
         return {"validation": best_checkpoint_info(trainer.state), "training": training}
     # evaluate: the test split is read here, once
     return {**evaluate_run(model, tokenizer, data, config, resolved, run_dir, trainer.state), "training": training}
 
 
-def _check_memory(config: RunConfig, run_dir: Path, log: Callable[[str], None]) -> None:
+def _check_memory(config: RunConfig, run_dir: Path, log: Callable[[str], None]) -> RunConfig:
     """Predict the run's peak memory from the config before loading anything; warn with suggestions when it
-    will not fit this device. An estimate that cannot be made never stops the run."""
+    will not fit this device. ``train.gradient_checkpointing: auto`` is decided here: on only when the run would
+    not fit without it. Returns the config with that decision made. An estimate that cannot be made never stops
+    the run (checkpointing stays off)."""
     import torch
 
-    from tuneforge.models.memory import advise, available_memory, estimate
+    from tuneforge.models.memory import SAFETY_MARGIN, advise, available_memory, estimate
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    auto = config.train.gradient_checkpointing == "auto"
     try:
-        predicted = estimate(config, device=device)
+        predicted = estimate(config, gradient_checkpointing=config.train.gradient_checkpointing is True,
+                             device=device)
         available = available_memory(device)
+        budget = available * (1 - SAFETY_MARGIN)
+        checkpointing = config.train.gradient_checkpointing is True or (auto and predicted.total > budget)
+        if checkpointing and not predicted.gradient_checkpointing:
+            without, predicted = predicted, estimate(config, gradient_checkpointing=True, device=device)
+            log(f"gradient checkpointing on (train.gradient_checkpointing=auto): without it the peak would be "
+                f"{without.total / 2**20:,.0f} MiB of {available / 2**20:,.0f} MiB available")
     except Exception as exc:  # noqa: BLE001 - an unknown architecture must not block training
         log(f"memory estimate unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
-        return
+        return _with_checkpointing(config, config.train.gradient_checkpointing is True)
     atomic_write_json(run_dir / "estimate.json", {"parts_bytes": predicted.parts, "total_bytes": predicted.total,
                                                   "available_bytes": available, "device": device,
-                                                  "flops_per_token": predicted.flops_per_token})
+                                                  "flops_per_token": predicted.flops_per_token,
+                                                  "gradient_checkpointing": checkpointing})
     advice = advise(predicted, available)
     log(f"memory estimate: peak {predicted.total / 2**20:,.0f} MiB of {available / 2**20:,.0f} MiB available "
         f"on {device}" + ("" if not advice else " -- it will not fit; try:"))
     for line in advice:
         log(f"  - {line}")
+    return _with_checkpointing(config, checkpointing)
+
+
+def _with_checkpointing(config: RunConfig, on: bool) -> RunConfig:
+    resolved = config.model_copy(deep=True)
+    resolved.train.gradient_checkpointing = on
+    return resolved
 
 
 def train_with_resume(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], eval_set: list[dict[str, Any]],
                       config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None],
                       callbacks: list[Any], tracker: Any, quiet: bool, num_labels: int = 0, collator: Any = None,
-                      exact_token_loss: bool = True, metrics_fn: Any = None) -> tuple[Any, float]:
-    """Build the Trainer, continue from the last checkpoint when resuming, train; returns it and the seconds."""
+                      exact_token_loss: bool = True, metrics_fn: Any = None,
+                      setup: Callable[[Any], None] | None = None) -> tuple[Any, float]:
+    """Build the Trainer, continue from the last checkpoint when resuming, train; returns it and the seconds.
+    ``setup(trainer)`` runs before training, for a task that needs more of the Trainer (QA: its label names)."""
     from tuneforge.training.callbacks import TrackingCallback
     from tuneforge.training.engine import build_trainer, last_checkpoint
 
+    method_checkpoints = bool(getattr(config.method, "gradient_checkpointing", False))  # qlora prepares its own
+    causal = config.model.task == "causal-lm"
+    group = config.train.group_by_length
     trainer = build_trainer(model, tokenizer, train_set, eval_set, config.train, num_labels, run_dir,
                             [TrackingCallback(tracker), *callbacks], config.tracking.extra, quiet, collator,
-                            metrics_fn)
+                            metrics_fn, causal_lm=causal,
+                            gradient_checkpointing=config.train.gradient_checkpointing is True and not method_checkpoints,
+                            group_by_length=group if group is not None else (
+                                config.model.task in GENERATIVE_TASKS and type(collator).__name__ == "PaddedCollator"))
     if not exact_token_loss:
         # a model whose loss is a plain per-batch mean (EncoderDecoderModel) ignores num_items_in_batch: let the
         # Trainer divide by the accumulation steps itself
         trainer.model_accepts_loss_kwargs = False
+    if setup is not None:
+        setup(trainer)
     checkpoint = last_checkpoint(run_dir / "checkpoints") if resume else None
     _trim_log(run_dir / "train_log.jsonl", checkpoint)
     if checkpoint:
         log(f"resuming from {checkpoint}")
     started = time.time()
     trainer.train(resume_from_checkpoint=checkpoint)
-    return trainer, time.time() - started
+    seconds = time.time() - started
+    trainer.speed_summary = {"precision": trainer.precision, "gradient_checkpointing":
+                             bool(config.train.gradient_checkpointing is True or method_checkpoints),
+                             **trainer.speed.summary()}
+    speed = trainer.speed_summary
+    if "tokens_per_s" in speed:
+        mfu = f", MFU {100 * speed['mfu']:.0f}% of {speed['peak_flops']:.0f} GFLOP/s" if "mfu" in speed else ""
+        log(f"speed: {speed['tokens_per_s']:,.0f} real tokens/s, {speed['loss_tokens_per_s']:,.0f} tokens with "
+            f"loss/s, padding {100 * speed['padding_share']:.1f}%{mfu} ({speed['precision']}"
+            f"{', gradient checkpointing' if speed['gradient_checkpointing'] else ''})")
+        tracker.log_metrics({f"speed_{k}": v for k, v in speed.items() if isinstance(v, (int, float))})
+    return trainer, seconds
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, float]:

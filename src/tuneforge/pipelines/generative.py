@@ -14,7 +14,8 @@ from tuneforge.config.schema import RunConfig
 from tuneforge.data.chat import ChatFormatter, Encoded, encode_examples, encode_text, end_token_untrained
 from tuneforge.data.formats import Example
 from tuneforge.data.generative import GenerativeData, prepare_generative
-from tuneforge.data.packing import PackedCollator, PaddedCollator, pack, padding_share
+from tuneforge.data.packing import (BatchPackingCollator, PackedCollator, PaddedCollator, batch_packing_padding, pack,
+                                    padding_share)
 from tuneforge.errors import ConfigError, DataError
 from tuneforge.io import atomic_write_json
 
@@ -65,7 +66,12 @@ def run_generative(config: RunConfig, run_dir: Path, resume: bool, log: Callable
     log(parameter_line(params, config.method.name))
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    collator = PackedCollator(pad) if packing else PaddedCollator(pad)
+    if not packing:
+        collator: Any = PaddedCollator(pad)
+    elif config.data.pack_by == "batch":
+        collator = BatchPackingCollator(pad, config.data.max_length)
+    else:
+        collator = PackedCollator(pad)
     trainer, train_seconds = train_with_resume(model, tokenizer, train_set, eval_set, config, run_dir, resume, log,
                                                callbacks, tracker, quiet, collator=collator,
                                                exact_token_loss=not seq2seq)
@@ -76,7 +82,7 @@ def run_generative(config: RunConfig, run_dir: Path, resume: bool, log: Callable
     training = {"global_steps": trainer.state.global_step, "epochs_run": round(trainer.state.epoch or 0.0, 3),
                 "max_epochs": config.train.epochs, "method": config.method.name,
                 "train_seconds": round(train_seconds, 2), "params_trainable": params["trainable"],
-                "padding_share": tokens["padding_share"]}
+                "padding_share": tokens["padding_share"], "speed": trainer.speed_summary}
     from tuneforge.pipelines.evaluate import best_checkpoint_info
 
     if not evaluate_test:
@@ -147,13 +153,18 @@ def _batches(encoded: dict[str, Any], packing: bool, config: RunConfig) -> tuple
     tokens = {"train_tokens": sum(lengths), "train_label_tokens": sum(sum(l != -100 for l in item.labels)
                                                                       for item in encoded["train"]),
               "examples": len(lengths), "padding_share_unpacked": unpacked, "packing": packing}
+    as_dict = lambda items: [{"input_ids": i.input_ids, "labels": i.labels} for i in items]  # noqa: E731
     if not packing:
-        as_dict = lambda items: [{"input_ids": i.input_ids, "labels": i.labels} for i in items]  # noqa: E731
         tokens["padding_share"] = unpacked
+        return as_dict(encoded["train"]), as_dict(encoded["validation"]), tokens
+    if config.data.pack_by == "batch":  # the collator packs each batch of examples
+        tokens.update(pack_by="batch", padding_share=batch_packing_padding(lengths, batch_size, config.data.max_length,
+                                                                           config.train.seed))
         return as_dict(encoded["train"]), as_dict(encoded["validation"]), tokens
     rows = pack(encoded["train"], config.data.max_length)
     validation = pack(encoded["validation"], config.data.max_length)
-    tokens.update(rows=len(rows), padding_share=padding_share([len(r.input_ids) for r in rows], batch_size))
+    tokens.update(pack_by="dataset", rows=len(rows),
+                  padding_share=padding_share([len(r.input_ids) for r in rows], batch_size))
     as_rows = lambda items: [vars(r) for r in items]  # noqa: E731
     return as_rows(rows), as_rows(validation), tokens
 

@@ -1,4 +1,5 @@
-"""``tuneforge predict``: label new text with a trained run's model (label + probabilities)."""
+"""``tuneforge predict``: label new text with a trained run's model (label + probabilities), or answer a question
+from a context with a question-answering run."""
 
 from __future__ import annotations
 
@@ -33,10 +34,8 @@ class Predictor:
                 for p in probs]
 
 
-def load_predictor(run_dir: str | Path) -> Predictor:
-    """Load ``RUN_DIR/model`` (or a model folder itself): a peft adapter on its base, or a full model."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
+def read_model_meta(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The model folder of a run (or the folder itself) and its ``tuneforge.json`` (task, base model, labels)."""
     model_dir = Path(run_dir)
     if (model_dir / "model").is_dir():
         model_dir = model_dir / "model"
@@ -44,7 +43,19 @@ def load_predictor(run_dir: str | Path) -> Predictor:
     if not meta_path.exists():
         raise UserError(f"{run_dir}: not a tuneforge run folder (no model/tuneforge.json); give the folder that "
                         f"tuneforge train wrote")
-    meta = json.loads(meta_path.read_text())
+    return model_dir, json.loads(meta_path.read_text())
+
+
+def load_predictor(run_dir: str | Path) -> Any:
+    """Load ``RUN_DIR/model`` (or a model folder itself): a peft adapter on its base, or a full model. A
+    question-answering run gives a :class:`~tuneforge.pipelines.question_answering.QaPredictor` (``answer``)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model_dir, meta = read_model_meta(run_dir)
+    if meta.get("task") == "question-answering":
+        from tuneforge.pipelines.question_answering import load_qa_predictor
+
+        return load_qa_predictor(model_dir, meta)
     labels = meta["labels"]
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     from tuneforge.models.trained import load_trained

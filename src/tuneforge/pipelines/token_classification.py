@@ -55,7 +55,8 @@ def run_token_classification(config: RunConfig, run_dir: Path, resume: bool, log
     save_model(model, tokenizer, run_dir / "model", resolved.path, config, data.labels)
     training = {"global_steps": trainer.state.global_step, "epochs_run": round(trainer.state.epoch or 0.0, 3),
                 "max_epochs": config.train.epochs, "method": config.method.name,
-                "train_seconds": round(train_seconds, 2), "params_trainable": params["trainable"]}
+                "train_seconds": round(train_seconds, 2), "params_trainable": params["trainable"],
+                "speed": trainer.speed_summary}
     result = {"task": "token-classification", "validation": best_checkpoint_info(trainer.state), "training": training}
     if evaluate_test:
         result.update(evaluate_ner(model, tokenizer, data, config, run_dir))

@@ -30,17 +30,24 @@ def last_checkpoint(checkpoint_dir: Path) -> str | None:
 def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], eval_set: list[dict[str, Any]],
                   config: TrainConfig, num_labels: int, run_dir: Path, extra_callbacks: list[Any] = (),
                   report_to: list[str] = (), quiet: bool = False, collator: Any = None,
-                  metrics_fn: Any = None) -> Any:
+                  metrics_fn: Any = None, causal_lm: bool = False, gradient_checkpointing: bool = False,
+                  group_by_length: bool = False) -> Any:
     """A Trainer for a classifier (``num_labels`` classes, metrics from argmax); given a ``collator`` and a
     ``metrics_fn(label_ids, logits)``, for a token classifier; given a ``collator`` alone, for a generative
-    model (validation loss only: no logits are kept)."""
+    model (validation loss only: no logits are kept). ``causal_lm``: next-token loss with the LM head computed
+    at labelled positions only (not with virtual-token methods, whose rows peft extends)."""
     import torch
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments
+
+    from tuneforge.training.speed import SpeedMeter, flops_model, matmul_peak
+    from tuneforge.training.trainer import TuneforgeTrainer
 
     generative = collator is not None and metrics_fn is None
+    cuda = torch.cuda.is_available()
+    precision = resolve_precision(config.precision, cuda)
 
     early = config.early_stopping
-    metric = early.metric if early else "macro_f1"
+    metric = early.metric if early else ("loss" if generative else "entity_f1" if metrics_fn else "macro_f1")
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         num_train_epochs=config.epochs,
@@ -69,6 +76,13 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
         dataloader_pin_memory=torch.cuda.is_available(),
         prediction_loss_only=generative,
         label_names=["labels"],
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not cuda,
+        activation_checkpointing=gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        optim="adamw_torch_fused",
     )
     callbacks: list[Any] = [JsonlLogCallback(run_dir / "train_log.jsonl"), NanGuardCallback(), *extra_callbacks]
     if early:
@@ -81,9 +95,13 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
             return metrics_fn(prediction.label_ids, logits)
         return eval_metrics(prediction.label_ids, np.argmax(logits, axis=-1), num_labels)
 
-    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                      processing_class=tokenizer, data_collator=collator or DataCollatorWithPadding(tokenizer),
-                      compute_metrics=None if generative else compute_metrics, callbacks=callbacks)
+    device = "cuda" if cuda else "cpu"
+    speed = SpeedMeter(flops_model(model, causal=causal_lm), matmul_peak(_DTYPES[precision], device), causal_lm)
+    trainer = TuneforgeTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                               processing_class=tokenizer, data_collator=collator or DataCollatorWithPadding(tokenizer),
+                               compute_metrics=None if generative else compute_metrics, callbacks=callbacks,
+                               speed=speed, labelled_head=causal_lm and not _prompt_learning(model))
+    trainer.precision = precision
     if not generative:
         # transformers 5 assumes a model whose forward takes **kwargs scales its loss by num_items_in_batch, and
         # then skips dividing by the accumulation steps. Classification heads take **kwargs but return a plain
@@ -95,6 +113,34 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
         trainer.remove_callback(ProgressCallback)
         trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def resolve_precision(setting: str, cuda: bool) -> str:
+    """``auto``: bf16 on a GPU that supports it (else fp16); on a CPU, bf16 only where its bf16 matmul is measurably
+    faster than fp32 (without AMX/AVX512-BF16 it is a large slowdown); fp32 otherwise."""
+    import torch
+
+    from tuneforge.errors import ConfigError
+    from tuneforge.training.speed import cpu_fast
+
+    if setting == "fp16" and not cuda:
+        raise ConfigError("train.precision: fp16 needs a GPU; on a CPU use bf16 or fp32 (or auto)")
+    if setting == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise ConfigError("train.precision: this GPU has no bf16; use fp16 or auto")
+    if setting != "auto":
+        return setting
+    if cuda:
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_fast("bfloat16") else "fp32"
+
+
+def _prompt_learning(model: Any) -> bool:
+    """Prefix / prompt tuning: peft prepends virtual tokens (and their -100 labels) inside its forward."""
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
 
 
 def predict_logits(model: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 64,

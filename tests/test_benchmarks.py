@@ -1,0 +1,43 @@
+"""The benchmark scripts run end to end on tiny models (their figures are not asserted: benchmarks are not
+timed tests; what is checked is that every run finishes and reports what the benchmark promises)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_benchmark(script: str, *args: str) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_sft_throughput_runs_tuneforge_and_trl_on_a_tiny_model(tiny_llama):
+    result = run_benchmark("sft_throughput.py", "--model", tiny_llama, "--examples", "40", "--batch-size", "4",
+                           "--max-length", "128", "--warmup", "1", "--threads", "1", "--eval-examples", "8",
+                           "--runs", "tuneforge,trl_default")
+    for run in ("tuneforge", "trl_default"):
+        figures = result[run]
+        assert "error" not in figures, figures
+        assert figures["real_tok_s"] > 0 and figures["loss_tok_s"] > 0 and 0 <= figures["padding_share"] < 1
+        assert figures["mfu"] > 0 and figures["peak_rss_mib"] > 0 and figures["timed_steps"] >= 5
+        low, high = figures["eval_loss_ci"]
+        assert low <= figures["eval_loss"] <= high
+    # the same examples for both: one epoch over the same train split, the same held-out tokens
+    assert result["tuneforge"]["train_examples"] == result["trl_default"]["train_examples"]
+    assert result["tuneforge"]["eval_tokens"] == result["trl_default"]["eval_tokens"]
+    assert result["trl_default"]["gradient_checkpointing"] is True  # TRL's default
+    assert result["tuneforge"]["padding_share"] < result["trl_default"]["padding_share"]
+    ratios = result["ratios"]
+    assert ratios["real_tok_s_vs_trl_default"] == round(result["tuneforge"]["real_tok_s"]
+                                                        / result["trl_default"]["real_tok_s"], 3)
+    low, high = ratios["eval_loss_minus_trl_default_ci"]
+    assert low <= ratios["eval_loss_minus_trl_default"] <= high
