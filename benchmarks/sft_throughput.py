@@ -203,11 +203,12 @@ def throughput(steps: list, clock: StepClock, warmup: int, model: Any, precision
     if len(timed) < 2:
         raise SystemExit(f"only {len(clock.ends)} optimizer steps: lower --warmup or raise --examples")
     seconds = sum(s for _, s in timed)
-    real, loss, computed, squares = (sum(steps[i][k] for i, _ in timed) for k in range(4))
-    flops = flops_model(model, causal=True).flops(real, squares)
+    real, loss, computed, squares, work = (sum(steps[i][k] for i, _ in timed) for k in range(5))
+    flops = flops_model(model, causal=True).flops(work, squares)
     peak = matmul_peak({"fp32": "float32", "bf16": "bfloat16"}[precision], "cpu")
     return {"real_tok_s": round(real / seconds, 1), "loss_tok_s": round(loss / seconds, 1),
-            "padding_share": round(1 - real / computed, 4), "mfu": round(flops / seconds / peak, 4),
+            "padding_share": round(1 - work / computed, 4), "shared_prefix_share": round(1 - work / real, 4),
+            "mfu": round(flops / seconds / peak, 4),
             "mfu_peak_gflops": round(peak / 1e9, 1), "timed_steps": len(timed), "timed_seconds": round(seconds, 2),
             "timed_real_tokens": real, "timed_loss_tokens": loss}
 

@@ -70,7 +70,8 @@ def test_batch_stats_count_real_loss_and_padded_tokens(tiny_llama):
     examples = _examples(tiny_llama)
     rows = pack(examples, 40)
     batch = PackedCollator(0)([vars(row) for row in rows])
-    real, loss, computed, squares = batch_stats(batch, causal=True)
+    real, loss, computed, squares, work = batch_stats(batch, causal=True)
+    assert work == real  # nothing shared
     assert real == sum(len(e.input_ids) for e in examples)
     assert loss == sum(sum(label != IGNORE for label in e.labels) for e in examples)
     assert computed == batch["input_ids"].numel() and computed > real  # the short row is padded
@@ -185,3 +186,37 @@ def padding_share_unpacked(lengths: list[int], batch_size: int) -> float:
     from tuneforge.data.packing import padding_share
 
     return padding_share(lengths, batch_size)
+
+
+def test_a_shared_prefix_computed_once_gives_the_same_loss_and_gradients(tiny_llama):
+    from tuneforge.data.prefix_sharing import SharedPrefixCollator, shared_prefix
+
+    examples = [{"input_ids": e.input_ids, "labels": e.labels} for e in _examples(tiny_llama)]
+    prefix = shared_prefix(examples)
+    assert prefix >= 20  # SmolLM2's default system prompt and "<|im_start|>user\n"
+    assert all(label == IGNORE for e in examples for label in e["labels"][:prefix + 1])
+    shared = SharedPrefixCollator(0, 256)(examples)
+    assert shared["attention_mask"].dim() == 4 and shared["input_ids"].shape[0] == 1  # one row holds the batch
+    real, _, computed, _, work = batch_stats(shared, causal=True)
+    assert real == sum(len(e["input_ids"]) for e in examples) and work == real - 3 * prefix == computed
+    padded = PaddedCollator(0)(examples)
+    model = _model(tiny_llama, lora=True)
+    reference = model(**padded).loss
+    reference.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    loss = labelled_head_loss(model, model, {k: v for k, v in shared.items() if not k.startswith("tf_")}, None)
+    loss.backward()
+    torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-6)
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            torch.testing.assert_close(param.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+    # rows that cannot hold the batch split it; a prefix with a label in it is not shared
+    split = SharedPrefixCollator(0, prefix + 40)(examples)
+    assert split["input_ids"].shape[0] > 1 and split["input_ids"].shape[1] <= prefix + 40
+    with torch.no_grad():
+        torch.testing.assert_close(labelled_head_loss(model, model, {k: v for k, v in split.items()
+                                                                     if not k.startswith("tf_")}, None),
+                                   reference.detach(), rtol=1e-5, atol=1e-6)
+    labelled = [{**e, "labels": [e["input_ids"][0]] + e["labels"][1:]} for e in examples]
+    assert shared_prefix(labelled) == 0

@@ -97,6 +97,10 @@ class DataConfig(Section):
         "max_length) as hold them, so batch_size still counts examples and the optimizer sees the same batches as "
         "without packing; dataset: the whole split is packed into rows of max_length once and batch_size counts "
         "rows (fewer, fuller steps).")
+    share_prefix: bool = Field(
+        True, description="With pack_by: batch, compute the prompt prefix that every example of a batch starts "
+        "with (a fixed system prompt, the template's opening) once per row instead of once per example; each "
+        "example attends to it as if alone (same loss and gradients). Needs sdpa or eager attention.")
     max_rows: int | None = Field(None, ge=10, description="Use at most this many rows (a seeded stratified sample).")
     min_examples_per_class: int = Field(
         0, ge=0, description="Drop classes with fewer examples (counted); 0 keeps all and errors if one cannot be split.")

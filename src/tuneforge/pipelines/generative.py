@@ -14,6 +14,7 @@ from tuneforge.config.schema import RunConfig
 from tuneforge.data.chat import ChatFormatter, Encoded, encode_examples, encode_text, end_token_untrained
 from tuneforge.data.formats import Example
 from tuneforge.data.generative import GenerativeData, prepare_generative
+from tuneforge.data.prefix_sharing import SharedPrefixCollator
 from tuneforge.data.packing import (BatchPackingCollator, PackedCollator, PaddedCollator, batch_packing_padding, pack,
                                     padding_share)
 from tuneforge.errors import ConfigError, DataError
@@ -68,6 +69,8 @@ def run_generative(config: RunConfig, run_dir: Path, resume: bool, log: Callable
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     if not packing:
         collator: Any = PaddedCollator(pad)
+    elif config.data.pack_by == "batch" and config.data.share_prefix and _masks_4d(model):
+        collator = SharedPrefixCollator(pad, config.data.max_length)
     elif config.data.pack_by == "batch":
         collator = BatchPackingCollator(pad, config.data.max_length)
     else:
@@ -110,6 +113,12 @@ def _packing(config: RunConfig) -> bool:
         raise ConfigError(f"method {config.method.name} prepends virtual tokens to every row, so examples cannot "
                           f"share one; set data.packing=false")
     return config.data.packing if config.data.packing is not None else (config.model.task == "causal-lm" and packs)
+
+
+def _masks_4d(model: Any) -> bool:
+    """Whether the model's attention takes a custom boolean 4-D mask (sdpa does; flash attention does not)."""
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", "sdpa") == "sdpa"
 
 
 def _encode(data: GenerativeData, formatter: ChatFormatter | None, tokenizer: Any,

@@ -4,7 +4,8 @@ share, and model FLOPs utilisation (MFU) against this device's measured matmul p
 The FLOPs model (per real token): ``2 N`` forward + ``2 N`` for the activation gradients + ``2 N_trainable`` for the
 weight gradients, N the matmul (linear + output head) parameters -- 4 N for LoRA, 6 N for full fine-tuning --
 plus attention: ``6 x layers x width x L`` per token of an example of length L (causal; 12 for bidirectional).
-Recomputation by gradient checkpointing and skipped LM-head positions are not counted: MFU measures useful work.
+Recomputation by gradient checkpointing and skipped LM-head positions are not counted, and a shared prompt prefix
+computed once counts once: MFU measures the useful work actually done, tokens/s the examples' real tokens.
 """
 
 from __future__ import annotations
@@ -114,16 +115,17 @@ def cpu_fast(dtype_name: str) -> bool:
     return times[dtype] * 1.3 <= times[torch.float32]
 
 
-def batch_stats(inputs: dict[str, Any], causal: bool) -> tuple[int, int, int, int]:
-    """(real tokens, tokens carrying loss, tokens computed with padding, sum of squared example lengths) of one
-    batch. Packed rows carry ``tf_lengths`` (each example's length, 0-padded) from the collator; padded batches an
-    attention mask."""
+def batch_stats(inputs: dict[str, Any], causal: bool) -> tuple[int, int, int, int, int]:
+    """(real tokens, tokens carrying loss, positions computed with padding, sum of squared example lengths,
+    non-padding positions computed) of one batch. Packed rows carry ``tf_lengths`` (each example's length,
+    0-padded) from the collator, padded batches an attention mask; a shared-prefix batch computes fewer positions
+    than its examples hold (``tf_real``, ``tf_attention``)."""
     import torch
 
     input_ids = inputs["input_ids"]
     lengths = inputs.get("tf_lengths")
     mask = inputs.get("attention_mask")
-    if lengths is None and mask is not None:
+    if lengths is None and mask is not None and mask.dim() == 2:
         lengths = mask.sum(dim=1)
     elif lengths is None and inputs.get("position_ids") is not None:  # padding-free rows: positions restart at 0
         lengths = torch.cat([_segments(row) for row in inputs["position_ids"]])
@@ -135,7 +137,10 @@ def batch_stats(inputs: dict[str, Any], causal: bool) -> tuple[int, int, int, in
         loss_tokens = int(input_ids.shape[0] if labels is None or labels.dim() < 2 else (labels != IGNORE).sum())
     else:
         loss_tokens = int((labels[:, 1:] != IGNORE).sum())
-    return int(lengths.sum()), loss_tokens, int(input_ids.numel()), int((lengths ** 2).sum())
+    work = int(lengths.sum())
+    real = int(inputs["tf_real"]) if "tf_real" in inputs else work
+    squares = int(inputs["tf_attention"]) if "tf_attention" in inputs else int((lengths ** 2).sum())
+    return real, loss_tokens, int(input_ids.numel()), squares, work
 
 
 def _segments(positions: Any) -> Any:
@@ -154,18 +159,19 @@ class SpeedMeter:
     causal: bool
     window: dict[str, float] = field(default_factory=dict)
     total: dict[str, float] = field(default_factory=dict)
-    steps: list[tuple[int, int, int, int]] = field(default_factory=list)  # batch_stats of every training batch
+    steps: list[tuple[int, int, int, int, int]] = field(default_factory=list)  # batch_stats of every batch
     _mark: float | None = None
     _paused: float = 0.0
 
     def add(self, inputs: dict[str, Any]) -> None:
         if self._mark is None:
             self._mark = time.perf_counter()
-        real, loss, computed, sq = batch_stats(inputs, self.causal)
-        self.steps.append((real, loss, computed, sq))
-        flops = self.flops.flops(real, sq) if self.flops else 0.0
+        real, loss, computed, sq, work = batch_stats(inputs, self.causal)
+        self.steps.append((real, loss, computed, sq, work))
+        flops = self.flops.flops(work, sq) if self.flops else 0.0
         for bucket in (self.window, self.total):
-            for key, value in (("real", real), ("loss", loss), ("computed", computed), ("flops", flops)):
+            for key, value in (("real", real), ("loss", loss), ("computed", computed), ("work", work),
+                               ("flops", flops)):
                 bucket[key] = bucket.get(key, 0) + value
 
     def pause(self, seconds: float) -> None:
@@ -196,7 +202,9 @@ class SpeedMeter:
 
 def _rates(counts: dict[str, float], seconds: float, peak: float) -> dict[str, float]:
     out = {"tokens_per_s": round(counts["real"] / seconds, 1), "loss_tokens_per_s": round(counts["loss"] / seconds, 1),
-           "padding_share": round(1 - counts["real"] / counts["computed"], 4) if counts["computed"] else 0.0}
+           "padding_share": round(1 - counts["work"] / counts["computed"], 4) if counts["computed"] else 0.0}
+    if counts["work"] < counts["real"]:  # positions a shared prefix did not compute again
+        out["shared_share"] = round(1 - counts["work"] / counts["real"], 4)
     if peak and counts.get("flops"):
         out["mfu"] = round(counts["flops"] / seconds / peak, 4)
     return out

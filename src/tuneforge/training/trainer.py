@@ -17,7 +17,7 @@ from transformers import Trainer
 
 from tuneforge.training.speed import IGNORE, SpeedMeter
 
-STATS_KEYS = ("tf_lengths",)
+STATS_KEYS = ("tf_lengths", "tf_real", "tf_attention")
 
 
 class TuneforgeTrainer(Trainer):
