@@ -100,7 +100,8 @@ class DataConfig(Section):
     share_prefix: bool = Field(
         True, description="With pack_by: batch, compute the prompt prefix that every example of a batch starts "
         "with (a fixed system prompt, the template's opening) once per row instead of once per example; each "
-        "example attends to it as if alone (same loss and gradients). Needs sdpa or eager attention.")
+        "example attends to it as if alone (same loss and gradients). Needs sdpa attention (the default); with another "
+        "attention implementation the batch is packed without sharing.")
     max_rows: int | None = Field(None, ge=10, description="Use at most this many rows (a seeded stratified sample).")
     min_examples_per_class: int = Field(
         0, ge=0, description="Drop classes with fewer examples (counted); 0 keeps all and errors if one cannot be split.")
