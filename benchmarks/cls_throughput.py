@@ -32,7 +32,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
-from harness import StepClock, finetune_keeping_trainer, run_child  # noqa: E402
+from harness import StepClock, finetune_keeping_trainer, parse_or_work, run_child  # noqa: E402
 RUNS = ("tuneforge", "trainer_default", "trainer_same")
 
 
@@ -46,11 +46,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", default=",".join(RUNS))
-    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        print("RESULT " + json.dumps(run_worker(args.worker, args)), flush=True)
+    args = parse_or_work(parser, run_worker)
+    if args is None:
         return
     runs = args.runs.split(",")
     results: dict[str, Any] = {"setup": vars(args)}

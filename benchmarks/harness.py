@@ -12,6 +12,20 @@ from pathlib import Path
 from typing import Any
 
 
+def parse_or_work(parser: Any, run_worker: Any) -> Any:
+    """Parse the command line; in a child process (``--worker NAME``) run that one run, print its RESULT line and
+    return None."""
+    import argparse
+
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print("RESULT " + json.dumps(run_worker(args.worker, args)), flush=True)
+        return None
+    return args
+
+
 def run_child(script: Path, name: str, workdir: str, options: dict[str, Any], threads: int) -> dict[str, Any]:
     """``script --worker name`` in a fresh process; its result is the last stdout line starting with RESULT."""
     command = [sys.executable, str(script), "--worker", name, "--workdir", workdir]

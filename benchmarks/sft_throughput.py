@@ -43,7 +43,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
-from harness import StepClock, finetune_keeping_trainer, run_child  # noqa: E402
+from harness import StepClock, finetune_keeping_trainer, parse_or_work, run_child  # noqa: E402
 PEERS = ("trl_default", "trl_packing", "trl_packing_no_gc")
 BF16_PEERS = ("trl_bf16", "trl_packing_bf16")
 
@@ -61,11 +61,8 @@ def main() -> None:
     parser.add_argument("--runs", default=",".join(("tuneforge",) + PEERS))
     parser.add_argument("--bf16", action="store_true", help="also run the TRL bf16 peers")
     parser.add_argument("--lora-r", type=int, default=16)
-    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        print("RESULT " + json.dumps(run_worker(args.worker, args)), flush=True)
+    args = parse_or_work(parser, run_worker)
+    if args is None:
         return
 
     os.environ["OMP_NUM_THREADS"] = str(args.threads)

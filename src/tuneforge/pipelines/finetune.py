@@ -194,15 +194,17 @@ def train_with_resume(model: Any, tokenizer: Any, train_set: list[dict[str, Any]
     from tuneforge.training.callbacks import TrackingCallback
     from tuneforge.training.engine import build_trainer, last_checkpoint
 
+    from tuneforge.data.packing import PaddedCollator
+
     method_checkpoints = bool(getattr(config.method, "gradient_checkpointing", False))  # qlora prepares its own
-    causal = config.model.task == "causal-lm"
+    checkpointing = config.train.gradient_checkpointing is True  # "auto" was decided by _check_memory
     group = config.train.group_by_length
+    if group is None:  # by default, only padded generative batches are grouped by length
+        group = config.model.task in GENERATIVE_TASKS and isinstance(collator, PaddedCollator)
     trainer = build_trainer(model, tokenizer, train_set, eval_set, config.train, num_labels, run_dir,
                             [TrackingCallback(tracker), *callbacks], config.tracking.extra, quiet, collator,
-                            metrics_fn, causal_lm=causal,
-                            gradient_checkpointing=config.train.gradient_checkpointing is True and not method_checkpoints,
-                            group_by_length=group if group is not None else (
-                                config.model.task in GENERATIVE_TASKS and type(collator).__name__ == "PaddedCollator"))
+                            metrics_fn, causal_lm=config.model.task == "causal-lm",
+                            gradient_checkpointing=checkpointing and not method_checkpoints, group_by_length=group)
     if not exact_token_loss:
         # a model whose loss is a plain per-batch mean (EncoderDecoderModel) ignores num_items_in_batch: let the
         # Trainer divide by the accumulation steps itself
@@ -216,8 +218,7 @@ def train_with_resume(model: Any, tokenizer: Any, train_set: list[dict[str, Any]
     started = time.time()
     trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.time() - started
-    trainer.speed_summary = {"precision": trainer.precision, "gradient_checkpointing":
-                             bool(config.train.gradient_checkpointing is True or method_checkpoints),
+    trainer.speed_summary = {"precision": trainer.precision, "gradient_checkpointing": checkpointing or method_checkpoints,
                              **trainer.speed.summary()}
     speed = trainer.speed_summary
     if "tokens_per_s" in speed:

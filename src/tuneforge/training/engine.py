@@ -100,8 +100,8 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
     trainer = TuneforgeTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                                processing_class=tokenizer, data_collator=collator or DataCollatorWithPadding(tokenizer),
                                compute_metrics=None if generative else compute_metrics, callbacks=callbacks,
-                               speed=speed, labelled_head=causal_lm and not _prompt_learning(model))
-    trainer.precision = precision
+                               speed=speed, labelled_head=causal_lm and not _prompt_learning(model),
+                               precision=precision)
     if not generative:
         # transformers 5 assumes a model whose forward takes **kwargs scales its loss by num_items_in_batch, and
         # then skips dividing by the accumulation steps. Classification heads take **kwargs but return a plain

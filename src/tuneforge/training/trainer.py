@@ -21,10 +21,12 @@ STATS_KEYS = ("tf_lengths", "tf_real", "tf_attention")
 
 
 class TuneforgeTrainer(Trainer):
-    def __init__(self, *args: Any, speed: SpeedMeter | None = None, labelled_head: bool = False, **kwargs: Any):
+    def __init__(self, *args: Any, speed: SpeedMeter | None = None, labelled_head: bool = False,
+                 precision: str = "fp32", **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.speed = speed
         self.labelled_head = labelled_head
+        self.precision = precision  # the resolved train.precision, for the run's speed report
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
