@@ -5,7 +5,8 @@ articles and is scored on the same test articles) and the same tokenization leng
 process, one after another. Runs:
 
 - ``tuneforge``: ``tuneforge.finetune`` with the quickstart config (LoRA r=8 on every linear layer, batch 16,
-  lr 1e-3, 3 epochs, validation each epoch with the best checkpoint restored);
+  lr 1e-3, 3 epochs, validation each epoch with the best checkpoint restored), with its engine: the last layer
+  computes only the first-token position the classifier reads, and dropout masks are drawn cheaply on the CPU;
 - ``trainer_default``: a plain script -- AutoModelForSequenceClassification, ``DataCollatorWithPadding``, and
   ``TrainingArguments`` left at their defaults (full fine-tuning, batch 8, lr 5e-5, 3 epochs, fused AdamW, fp32);
 - ``trainer_same``: the plain script with tuneforge's settings (peft LoRA r=8 all-linear with the head trained,

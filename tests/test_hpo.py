@@ -241,19 +241,32 @@ def test_hyperband_pruning_and_retraining_the_best(tiny_bert, tiny_csv, tmp_path
            result.best_params["train.learning_rate"]
 
 
-def test_median_pruning_never_judges_the_first_evaluation():
+def test_pruning_waits_for_the_warm_up_share_of_a_trial():
+    from types import SimpleNamespace
+
     from tuneforge.config.schema import HpoConfig
+    from tuneforge.hpo.callbacks import PruningCallback
     from tuneforge.hpo.space import make_pruner
 
     hpo = HpoConfig(pruner="median", space={"train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}})
-    study = optuna.create_study(direction="maximize", pruner=make_pruner(hpo, max_evaluations=3))
+    assert hpo.prune_after == 0.25
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(hpo))
     for _ in range(2):
         good = study.ask()
-        for step in (1, 2, 3):
+        for step in range(1, 6):
             good.report(0.9, step)
         study.tell(good, 0.9)
-    slow = study.ask()
-    slow.report(0.1, 1)
-    assert not slow.should_prune()  # a slow starter gets a second evaluation
-    slow.report(0.2, 2)
-    assert slow.should_prune()
+    slow = PruningCallback(study.ask(), "macro_f1", prune=True, prune_after=hpo.prune_after)
+
+    def evaluate(step: int, score: float) -> None:
+        slow.on_evaluate(None, SimpleNamespace(global_step=step, max_steps=100), None, {"eval_macro_f1": score})
+
+    evaluate(10, 0.1)  # the first validation is never judged
+    evaluate(20, 0.2)  # 20% of the trial: still warming up
+    assert list(slow.trial.storage.get_trial(slow.trial._trial_id).intermediate_values) == [1, 2]
+    with pytest.raises(optuna.TrialPruned):
+        evaluate(30, 0.3)  # past a quarter of its steps and below the median: pruned
+    quiet = PruningCallback(study.ask(), "macro_f1", prune=False)  # pruner none: scores recorded, never pruned
+    for step in (10, 20, 30, 40):
+        quiet.on_evaluate(None, SimpleNamespace(global_step=step, max_steps=40), None, {"eval_macro_f1": 0.0})
+    assert len(quiet.trial.storage.get_trial(quiet.trial._trial_id).intermediate_values) == 4

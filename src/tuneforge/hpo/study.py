@@ -38,10 +38,9 @@ def open_study(config: RunConfig, study_dir: Path, storage: str | None = None) -
         rdb = optuna.storages.RDBStorage(
             url, heartbeat_interval=hpo.heartbeat_seconds, grace_period=2 * hpo.heartbeat_seconds,
             heartbeat_stale_trial_callback=_mark_stale, engine_kwargs={"pool_pre_ping": True})
-    max_evaluations = max(1, int(round(config.train.epochs)))
     study = optuna.create_study(
         study_name=hpo.study_name or config.name, storage=rdb, load_if_exists=True, sampler=make_sampler(hpo),
-        pruner=make_pruner(hpo, max_evaluations), directions=[o.direction for o in hpo.objectives])
+        pruner=make_pruner(hpo), directions=[o.direction for o in hpo.objectives])
     return StudyHandle(study=study, storage_url=url, study_dir=study_dir)
 
 
@@ -88,7 +87,7 @@ def _objective(config: RunConfig, base: dict[str, Any], study_dir: Path,
 
     hpo = _hpo(config)
     primary = hpo.objectives[0].metric
-    prune = len(hpo.objectives) == 1 and hpo.pruner != "none"
+    single = len(hpo.objectives) == 1  # multi-objective trials take no intermediate values
 
     def objective(trial: Any) -> Any:
         import optuna
@@ -103,9 +102,10 @@ def _objective(config: RunConfig, base: dict[str, Any], study_dir: Path,
         try:
             trial_config = trial_config_for(base, values, primary)
             trial_config.tracking = config.tracking
+            pruning = [PruningCallback(trial, primary, hpo.pruner != "none", hpo.prune_after)] if single else []
             result = finetune(
                 trial_config, output=study_dir / f"trial-{trial.number:04d}", log=lambda _: None, evaluate_test=False,
-                callbacks=[PruningCallback(trial, primary)] if prune else [], quiet=True,
+                callbacks=pruning, quiet=True,
                 tags={"tuneforge.study": trial.study.study_name, "tuneforge.trial": str(trial.number)})
         except optuna.TrialPruned:
             raise

@@ -41,6 +41,9 @@ def load_classifier(model: ResolvedModel, labels: list[str], tokenizer: Any, rev
         raise UserError(f"model {model.name!r}: cannot load it ({str(exc).splitlines()[0]})") from None
     if classifier.config.pad_token_id is None:
         classifier.config.pad_token_id = tokenizer.pad_token_id
+    from tuneforge.models.first_token import first_token_only
+
+    first_token_only(classifier)  # the last layer computes only the position the head reads
     return classifier
 
 

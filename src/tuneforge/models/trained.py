@@ -15,8 +15,11 @@ def load_trained(model_dir: Path, meta: dict[str, Any], auto: Any, **base_kwargs
 
         base_kwargs = {**base_kwargs, **load_kwargs(validate_method(meta["method_config"]))}
 
+    from tuneforge.models.first_token import first_token_only
+
     def base() -> Any:
         model = auto.from_pretrained(meta["base_model"], **base_kwargs)
+        first_token_only(model)  # as in training: the last layer computes only the position a classifier reads
         if meta.get("method") == "qlora":  # the same 4-bit kernels as in training, so outputs reproduce exactly
             from tuneforge.methods.qlora import keep_training_layout
 
@@ -31,4 +34,6 @@ def load_trained(model_dir: Path, meta: dict[str, Any], auto: Any, **base_kwargs
         from tuneforge.methods.adapter import load_adapter
 
         return load_adapter(base(), model_dir)
-    return auto.from_pretrained(str(model_dir))
+    model = auto.from_pretrained(str(model_dir))
+    first_token_only(model)
+    return model

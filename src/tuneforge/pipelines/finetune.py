@@ -199,8 +199,9 @@ def train_with_resume(model: Any, tokenizer: Any, train_set: list[dict[str, Any]
     method_checkpoints = bool(getattr(config.method, "gradient_checkpointing", False))  # qlora prepares its own
     checkpointing = config.train.gradient_checkpointing is True  # "auto" was decided by _check_memory
     group = config.train.group_by_length
-    if group is None:  # by default, only padded generative batches are grouped by length
-        group = config.model.task in GENERATIVE_TASKS and isinstance(collator, PaddedCollator)
+    if group is None:  # by default, padded generative batches and NER sentences (a loss per token) are grouped
+        group = (config.model.task in GENERATIVE_TASKS and isinstance(collator, PaddedCollator)
+                 or config.model.task == "token-classification")
     trainer = build_trainer(model, tokenizer, train_set, eval_set, config.train, num_labels, run_dir,
                             [TrackingCallback(tracker), *callbacks], config.tracking.extra, quiet, collator,
                             metrics_fn, causal_lm=config.model.task == "causal-lm",

@@ -96,6 +96,10 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
         return eval_metrics(prediction.label_ids, np.argmax(logits, axis=-1), num_labels)
 
     device = "cuda" if cuda else "cpu"
+    if not cuda:
+        from tuneforge.training.fast_dropout import use_fast_dropout
+
+        use_fast_dropout(model)  # same drop rates, cheaper masks (torch's CPU bernoulli_ is slow)
     speed = SpeedMeter(flops_model(model, causal=causal_lm), matmul_peak(_DTYPES[precision], device), causal_lm)
     trainer = TuneforgeTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                                processing_class=tokenizer, data_collator=collator or DataCollatorWithPadding(tokenizer),
