@@ -82,10 +82,15 @@ def real_model(path: str, task: str, method: dict | None = None) -> torch.nn.Mod
     auto = {"sequence-classification": AutoModelForSequenceClassification,
             "token-classification": AutoModelForTokenClassification, "causal-lm": AutoModelForCausalLM,
             "seq2seq": AutoModelForSeq2SeqLM}[task]
+    from tuneforge.models.first_token import first_token_only
+    from tuneforge.training.fast_dropout import use_fast_dropout
+
     torch.manual_seed(0)
     model = auto.from_config(config)
+    first_token_only(model)  # as tuneforge loads a classifier
     if method:
         model = apply_method(model, validate_method(method), task)
+    use_fast_dropout(model)  # as tuneforge trains on the CPU
     return model.train()
 
 

@@ -33,12 +33,15 @@ How the prediction is made
      - the MLP: gated SiLU keeps the gate, its activation and the up projection (3 x intermediate); GELU keeps its
        input (1 x intermediate); python ``gelu_new`` keeps 4 x intermediate;
      - a Linear layer keeps its input only when its own weight trains (full, freeze) -- a frozen base needs only
-       the weight to pass gradients on; LoRA keeps its dropout's output and mask (on CPU the mask is a float
-       tensor, on CUDA a bool) or, without dropout, the input, plus the rank-r hidden; a bottleneck adapter keeps
+       the weight to pass gradients on; LoRA keeps its dropout's output and mask (a bool: CUDA's fused dropout,
+       tuneforge's FastDropout on CPU) or, without dropout, the input, plus the rank-r hidden; a bottleneck adapter keeps
        its input and its hidden; IA3 keeps the tensor it scales;
      - blocks before the first trainable parameter keep nothing (no gradient flows there);
      - the LM head: the log-softmax of the logits (``T x vocab`` floats, fp32) is kept, and at the start of the
        backward pass its gradient and the logits' gradient exist at once with it: 3 x ``T x vocab`` floats.
+
+     - a BERT-style sequence classifier's last layer computes only the first token (``models/first_token.py``):
+       its keys, values and their input at every position, everything else at one;
 
      With gradient checkpointing each block keeps only its input (``T x hidden``) and one block's activations are
      recomputed at a time: ``blocks x T x hidden + max(block) + head``.
@@ -298,6 +301,7 @@ class _Profile:
     head_hidden_ops: int  # floats/token kept by the LM head's own transform (BERT-style LM head)
     final_norm: str  # "", "rms", "layer"
     method: str
+    first_token: bool = False  # a classifier whose last layer computes only the first token
 
 
 def _profile_key(config: RunConfig, num_labels: int) -> str:
@@ -335,6 +339,9 @@ def _build_profile(model_cfg: dict, method_cfg: dict, num_labels: int) -> _Profi
         weight_bytes += _quantized_bytes(module.weight.numel(), module.out_features, method)
         # the bias stays in float32 (counted above with the other unquantized parameters)
 
+    from tuneforge.models.first_token import FIRST_TOKEN_CLASSIFIERS
+
+    first_token = type(model).__name__ in FIRST_TOKEN_CLASSIFIERS and method.name != "prefix"
     model = _apply_on_meta(model, method, task)
     parameters = list(model.parameters())
     total = sum(p.numel() for p in parameters)
@@ -372,7 +379,7 @@ def _build_profile(model_cfg: dict, method_cfg: dict, num_labels: int) -> _Profi
         act=_activation(hf_config), lm_head_trains=lm_head_trains,
         head_hidden_ops=_bert_lm_head_ops(model) if task not in CLASSIFICATION else 0,
         final_norm=final_norm if task not in CLASSIFICATION or family == "llama" else "",
-        method=method.name)
+        method=method.name, first_token=first_token and family == "bert")
 
 
 def _hf_config(name: str, revision: str | None, trust_remote_code: bool | None) -> tuple[Any, str]:
@@ -704,7 +711,7 @@ def _block_cost(block: _Block, profile: _Profile, on_cuda: bool, start: int = -1
     2 cross-attention, 3 MLP input and activation, 4 MLP output). ``start`` = -1: gradient flows in from below,
     everything counts; otherwise the block is the first that trains and only what follows its first trained part
     does (``strict`` contributions need a gradient from before their stage: a norm's input)."""
-    mask = 0.25 if on_cuda else 1.0  # a dropout mask: bool on CUDA, a float tensor on CPU
+    mask = 0.25  # a dropout mask: bool (CUDA's fused dropout; tuneforge's FastDropout on CPU)
     totals = [0.0, 0.0]
 
     def add(stage: int, value: float, strict: bool = False, per_position: bool = False) -> None:
@@ -790,12 +797,25 @@ def _block_cost(block: _Block, profile: _Profile, on_cuda: bool, start: int = -1
     return totals[0], totals[1]
 
 
+def _kv_floats(block: _Block, profile: _Profile, mask: float) -> float:
+    """Floats per token the key/value path of a block keeps: k and v, the input of q/k/v when it is kept, LoRA's
+    extras on k and v."""
+    qkv = [lin for lin in block.linears if lin.role in ("q", "k", "v")]
+    floats = float(sum(lin.d_out for lin in qkv if lin.role != "q"))
+    if any(lin.trains or (lin.lora_r and lin.lora_dropout == 0) or lin.ia3 == "in" for lin in qkv):
+        floats += block.hidden or profile.hidden
+    for lin in qkv:
+        if lin.role != "q" and lin.lora_r:
+            floats += lin.lora_r + (lin.d_in * (1 + mask) if lin.lora_dropout > 0 else 0)
+    return floats
+
+
 def _activation_bytes(profile: _Profile, batch: int, length: int, checkpointing: bool,
                       on_cuda: bool) -> dict[str, Any]:
     """Saved activations and the LM head's transient at the start of the backward pass, in bytes."""
     length_eff = length + profile.prompt_tokens
     tokens = batch * length_eff
-    mask = 0.25 if on_cuda else 1.0
+    mask = 0.25
     floats = profile.param_bytes
     started = profile.embeddings_train
     per_block: list[float] = []
@@ -807,7 +827,14 @@ def _activation_bytes(profile: _Profile, batch: int, length: int, checkpointing:
             per_block.append(0.0)
             continue
         constant, per_position = _block_cost(block, profile, on_cuda, start)
-        per_block.append((constant + per_position * (length_eff + profile.prefix_tokens)) * tokens * floats)
+        keys = length_eff + profile.prefix_tokens
+        if profile.first_token and block is profile.blocks[-1]:
+            # the last layer computes only the first token (tuneforge.models.first_token): keys and values (and
+            # the input they share) at every position, the rest at one
+            kv = _kv_floats(block, profile, mask)
+            per_block.append((kv * length_eff + (constant - kv) + per_position * keys) * batch * floats)
+        else:
+            per_block.append((constant + per_position * keys) * tokens * floats)
         inputs += block.hidden * tokens * floats
     # around the blocks: embeddings (BERT/T5 LayerNorm + dropout), the encoder output read by cross-attention
     extra = 0.0

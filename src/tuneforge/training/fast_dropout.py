@@ -76,7 +76,8 @@ def use_fast_dropout(model: Any) -> int:
             changed += 1
     config = getattr(model, "config", None)
     rate = getattr(config, "attention_probs_dropout_prob", 0) or getattr(config, "attention_dropout", 0)
-    encoder = config is not None and not config.is_decoder and not getattr(config, "is_encoder_decoder", False)
+    encoder = (config is not None and not getattr(config, "is_decoder", False)
+               and not getattr(config, "is_encoder_decoder", False))
     if encoder and rate and config._attn_implementation == "sdpa":
         _register()
         config._attn_implementation = ATTENTION
