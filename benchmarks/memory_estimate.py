@@ -4,7 +4,7 @@ For each model and method, a fresh Python process imports everything (torch, tra
 tuneforge), takes its resident set size as the baseline, loads the model the way tuneforge does
 (``load_generative`` / ``load_classifier`` with the method's ``load_kwargs``, then ``apply_method``) and runs 3
 training steps like the Trainer (fused AdamW over the trainable parameters, forward + backward on random tokens of
-the configured shape, the model outputs dropped before the backward pass). The measured figure is the peak
+the configured shape, the model outputs dropped before the backward pass; on the CPU with tuneforge's FastDropout). The measured figure is the peak
 resident set (``ru_maxrss``) minus the baseline; on CUDA, ``torch.cuda.max_memory_allocated``.
 
 Runs: smollm2-135m causal-lm, batch 4 x 256 tokens; MiniLM sequence classification, batch 16 x 128 tokens; each
@@ -111,6 +111,10 @@ def worker(spec: dict) -> dict:
     model = apply_method(model, config.method, task)
     if cuda and config.method.name != "qlora":
         model.to(device)
+    else:
+        from tuneforge.training.fast_dropout import use_fast_dropout
+
+        use_fast_dropout(model)  # as tuneforge's trainer does on the CPU
     model.train()
     loaded = process.memory_info().rss - baseline
     trainable = [p for p in model.parameters() if p.requires_grad]

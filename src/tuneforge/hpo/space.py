@@ -45,7 +45,10 @@ def make_sampler(hpo: HpoConfig) -> Any:
     if hpo.algorithm == "random":
         return optuna.samplers.RandomSampler(seed=hpo.seed)
     if hpo.algorithm == "bayesian":
-        return optuna.samplers.TPESampler(seed=hpo.seed, multivariate=True, n_startup_trials=min(5, hpo.n_trials))
+        # random trials before TPE models the results: a quarter of the budget (3 to 10), so that a small study
+        # spends most of its trials where the first ones did well
+        startup = min(hpo.n_trials, max(3, min(10, hpo.n_trials // 4)))
+        return optuna.samplers.TPESampler(seed=hpo.seed, multivariate=True, n_startup_trials=startup)
     if len(hpo.objectives) > 1:
         return optuna.samplers.NSGAIISampler(seed=hpo.seed, population_size=max(4, min(20, hpo.n_trials // 2)))
     return optuna.samplers.CmaEsSampler(seed=hpo.seed, warn_independent_sampling=False,

@@ -34,7 +34,8 @@ def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     if threshold == 0:
         return x
     drop = torch.empty(x.shape, dtype=torch.int16, device=x.device).random_(0, _LEVELS) < threshold
-    return x.masked_fill(drop, 0.0) * (_LEVELS / (_LEVELS - threshold))
+    # in place on masked_fill's own output (its backward needs only the mask): one float tensor, not two
+    return x.masked_fill(drop, 0.0).mul_(_LEVELS / (_LEVELS - threshold))
 
 
 ATTENTION = "tuneforge_sdpa"
