@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tuneforge.tracking.base import flatten
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock beside an embedded SQLite store while it is opened: search workers starting together
+    otherwise run MLflow's schema migration at once ("duplicate column name") and fail their trials."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    path = Path(uri[len("sqlite:///"):].split("?")[0] + ".lock")
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class MlflowTracker:
@@ -18,8 +38,9 @@ class MlflowTracker:
 
         for name in ("mlflow", "alembic"):  # mlflow sets INFO on import; its table set-up chatter is not ours
             logging.getLogger(name).setLevel(logging.WARNING)
-        self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
+        with store_lock(uri):  # the first open of an embedded store migrates its tables: one process at a time
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(experiment)
         if found is None:
             try:
                 experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location and
