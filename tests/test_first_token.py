@@ -47,9 +47,13 @@ def test_first_token_layer_gives_the_same_logits_and_gradients(attention, lora):
     assert fast.state_dict().keys() == plain.state_dict().keys()  # nothing changes in what is saved
 
 
-def test_other_models_and_prefix_caches_run_unchanged():
+def test_classifiers_that_read_every_position_are_not_patched_and_patching_twice_is_harmless():
     from transformers import BertConfig, BertForTokenClassification
 
     config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                         intermediate_size=64, max_position_embeddings=64)
     assert not first_token_only(BertForTokenClassification(config))  # every position is read: not patched
+    plain = _classifier("sdpa", False)
+    assert first_token_only(plain) and first_token_only(plain)
+    ids = torch.randint(1, 100, (2, 8))
+    plain.bert.encoder.layer[-1]._full_forward(plain.bert.embeddings(ids))  # the fallback is still the full layer

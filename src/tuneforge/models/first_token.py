@@ -30,6 +30,8 @@ def first_token_only(model: Any) -> bool:
     if not layers or not _bert_layer(layers[-1]):
         return False
     last = layers[-1]
+    if hasattr(last, "_full_forward"):  # patched already (patching twice would make the fallback call itself)
+        return True
     last._full_forward = last.forward
     last.forward = types.MethodType(_first_token_forward, last)
     return True
