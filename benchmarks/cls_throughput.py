@@ -4,13 +4,18 @@ All runs use the splits ``tuneforge train`` makes of BBC News (``prepare_data``,
 articles and is scored on the same test articles) and the same tokenization length; each runs in its own fresh
 process, one after another. Runs:
 
-- ``tuneforge``: ``tuneforge.finetune`` with the quickstart config (LoRA r=8 on every linear layer, batch 16,
-  lr 1e-3, 3 epochs, validation each epoch with the best checkpoint restored), with its engine: the last layer
-  computes only the first-token position the classifier reads, and dropout masks are drawn cheaply on the CPU;
+- ``tuneforge``: ``tuneforge.finetune`` with the quickstart config (the top 3 of MiniLM's 6 layers, the pooler and
+  the head trained in full, the embeddings and lower layers frozen with their norms, so the backward pass stops
+  halfway; batch 16, lr 1e-4, 3 epochs, validation each epoch with the best checkpoint restored), with its engine:
+  the last layer computes only the first-token position the classifier reads, and dropout masks are drawn cheaply
+  on the CPU; ``--tuneforge-set`` changes its config (e.g. the previous recipe, LoRA on every layer:
+  ``--tuneforge-set "method={name: lora, r: 8, alpha: 16, dropout: 0.0, target_modules: all-linear};
+  train.learning_rate=1e-3"``);
 - ``trainer_default``: a plain script -- AutoModelForSequenceClassification, ``DataCollatorWithPadding``, and
   ``TrainingArguments`` left at their defaults (full fine-tuning, batch 8, lr 5e-5, 3 epochs, fused AdamW, fp32);
-- ``trainer_same``: the plain script with tuneforge's settings (peft LoRA r=8 all-linear with the head trained,
-  batch 16, lr 1e-3, the same warm-up and weight decay), the control that separates the engine from the settings.
+- ``trainer_same``: the plain script with tuneforge's settings (the same parameters frozen -- or peft LoRA when the
+  tuneforge run uses LoRA --, batch 16, its learning rate, the same warm-up and weight decay), the control that
+  separates the engine from the settings.
 
 Per run: training examples/s and real tokens/s over the timed steps (warm-up and steps interrupted by validation
 left out), peak RSS, test macro-F1 and accuracy with 95% bootstrap intervals over the same test articles, and
@@ -47,6 +52,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", default=",".join(RUNS))
+    parser.add_argument("--tuneforge-set", default=None,
+                        help="config overrides for the tuneforge run (and trainer_same, which mirrors it), "
+                             "';'-separated, e.g. 'train.learning_rate=2e-3'")
     args = parse_or_work(parser, run_worker)
     if args is None:
         return
@@ -66,7 +74,7 @@ def main() -> None:
 
 
 def spawn(name: str, args: argparse.Namespace, workdir: str) -> dict[str, Any]:
-    keys = ("model", "data", "max_rows", "epochs", "max_length", "warmup", "threads")
+    keys = ("model", "data", "max_rows", "epochs", "max_length", "warmup", "threads", "tuneforge_set")
     return run_child(HERE, name, workdir, {key: getattr(args, key) for key in keys}, args.threads)
 
 
@@ -78,7 +86,7 @@ def run_worker(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from tuneforge.data.prepare import prepare_data
 
     torch.set_num_threads(args.threads)
-    config = quickstart_config(args, Path(args.workdir))
+    config = quickstart_config(args, Path(args.workdir), name != "trainer_default")
     data = prepare_data(config.data, config.train.seed)
     clock = StepClock()
     if name == "tuneforge":
@@ -100,7 +108,7 @@ def run_worker(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "num_labels": len(data.labels)}
 
 
-def quickstart_config(args: argparse.Namespace, workdir: Path) -> Any:
+def quickstart_config(args: argparse.Namespace, workdir: Path, ours: bool = False) -> Any:
     from tuneforge.config import load_config
     from tuneforge.config.loader import preset_path
 
@@ -110,12 +118,16 @@ def quickstart_config(args: argparse.Namespace, workdir: Path) -> Any:
         overrides.append(f"data.max_rows={args.max_rows}")
     if args.max_length:
         overrides.append(f"data.max_length={args.max_length}")
+    if ours and args.tuneforge_set:
+        overrides += [item.strip() for item in args.tuneforge_set.split(";") if item.strip()]
     return load_config(preset_path("quickstart"), overrides)
 
 
 def train_tuneforge(config: Any, clock: StepClock, output: Path) -> tuple:
     trainer, _ = finetune_keeping_trainer(config, output, clock, evaluate_test=False)
-    settings = {"method": "lora", "batch_size": config.train.batch_size, "learning_rate": config.train.learning_rate}
+    settings = {"method": config.method.name,
+                "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+                "batch_size": config.train.batch_size, "learning_rate": config.train.learning_rate}
     return trainer.model, trainer.processing_class, trainer.speed.steps, settings
 
 
@@ -135,11 +147,19 @@ def train_plain(name: str, config: Any, data: Any, clock: StepClock, output: Pat
              for i, m, y in zip(encoded["input_ids"], encoded["attention_mask"], data.label_ids("train"))]
     kwargs: dict[str, Any] = {"num_train_epochs": config.train.epochs}
     if name == "trainer_same":
-        from peft import LoraConfig, get_peft_model
-
         method = config.method
-        model = get_peft_model(model, LoraConfig(r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout,
-                                                 target_modules="all-linear", task_type="SEQ_CLS"))
+        if method.name == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout,
+                                                     target_modules="all-linear", task_type="SEQ_CLS"))
+        elif method.name == "freeze":  # the same parameters frozen, written out plainly
+            frozen = [f"encoder.layer.{i}." for i in range(method.layers)] + ["embeddings."] * method.embeddings
+            for key, parameter in model.named_parameters():
+                in_frozen = any(part in key for part in frozen)
+                parameter.requires_grad_(not in_frozen or (method.train_norms and "LayerNorm" in key))
+        else:
+            raise SystemExit(f"trainer_same mirrors lora and freeze, not {method.name}")
         kwargs.update(per_device_train_batch_size=config.train.batch_size, learning_rate=config.train.learning_rate,
                       weight_decay=config.train.weight_decay, warmup_steps=config.train.warmup_ratio)
     args = TrainingArguments(output_dir=str(output), report_to=[], save_strategy="no", seed=config.train.seed,
@@ -154,7 +174,9 @@ def train_plain(name: str, config: Any, data: Any, clock: StepClock, output: Pat
 
     trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=counting, callbacks=[clock.callback])
     trainer.train()
-    settings = {"method": "lora" if name == "trainer_same" else "full", "batch_size": args.per_device_train_batch_size,
+    settings = {"method": config.method.name if name == "trainer_same" else "full",
+                "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                "batch_size": args.per_device_train_batch_size,
                 "learning_rate": args.learning_rate}
     return trainer.model, tokenizer, steps, settings
 

@@ -38,6 +38,9 @@ def base_config(args: argparse.Namespace) -> dict:
     from tuneforge.config.loader import preset_path, read_yaml
 
     config = read_yaml(preset_path("quickstart"))
+    # the grid's second axis is the LoRA rank: the quickstart task (MiniLM on BBC News, its split, schedule and
+    # batch) with LoRA r8/alpha16 on every linear layer, no LoRA dropout (the rank and learning rate searched)
+    config["method"] = {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
     config["data"]["max_length"] = args.max_length
     if args.max_rows:
         config["data"]["max_rows"] = args.max_rows
@@ -105,7 +108,9 @@ def main() -> None:
     parser.add_argument("--steps-per-epoch", type=int, default=91,
                         help="the split's training steps per epoch (91 for the full quickstart; for early stopping)")
     parser.add_argument("--metric", default="loss", help="the validation objective: loss (minimized) or macro_f1")
-    parser.add_argument("--trials", type=int, default=8, help="bayesian trials (the grid has 9)")
+    parser.add_argument("--trials", type=int, default=12, help="most bayesian trials (the grid has 9)")
+    parser.add_argument("--budget", type=float, default=0.5,
+                        help="the bayesian search's step budget (hpo.max_steps) as a share of the grid's steps")
     parser.add_argument("--pruner", default="median", choices=["median", "hyperband"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid-json", default=None, help="keep/reuse the grid's result in this file")
@@ -114,8 +119,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         grid = grid_search(config, args, Path(tmp) / "grid")
         print(f"grid: best {grid['best_validation']} in {grid['total_steps']} steps", file=sys.stderr)
+        budget = int(args.budget * grid["total_steps"])
         bayes = search(config, {"algorithm": "bayesian", "n_trials": args.trials, "pruner": args.pruner,
-                                "seed": args.seed, "space": BOX_SPACE}, Path(tmp) / "bayes")
+                                "seed": args.seed, "space": BOX_SPACE, "max_steps": budget}, Path(tmp) / "bayes")
     ratio = bayes["total_steps"] / grid["total_steps"]
     sign = -1 if args.metric == "loss" else 1
     reached = sign * bayes["best_validation"] >= sign * grid["best_validation"]

@@ -41,3 +41,25 @@ def test_sft_throughput_runs_tuneforge_and_trl_on_a_tiny_model(tiny_llama):
                                                         / result["trl_default"]["real_tok_s"], 3)
     low, high = ratios["eval_loss_minus_trl_default_ci"]
     assert low <= ratios["eval_loss_minus_trl_default"] <= high
+
+
+def test_cls_throughput_runs_tuneforge_and_plain_trainers_on_a_tiny_model(tiny_bert, tiny_csv):
+    # the quickstart freezes 3 of MiniLM's 6 layers; the tiny BERT has 2, so 1 of them stays frozen
+    result = run_benchmark("cls_throughput.py", "--model", tiny_bert, "--data", str(tiny_csv), "--epochs", "2",
+                           "--warmup", "1", "--threads", "1", "--tuneforge-set", "method.layers=1")
+    for run in ("tuneforge", "trainer_default", "trainer_same"):
+        figures = result[run]
+        assert "error" not in figures, figures
+        assert figures["examples_per_s"] > 0 and figures["real_tok_s"] > 0 and figures["timed_steps"] >= 2
+        low, high = figures["macro_f1_ci"]
+        assert low <= figures["macro_f1"] <= high
+    ours, same, default = result["tuneforge"]["settings"], result["trainer_same"]["settings"], \
+        result["trainer_default"]["settings"]
+    assert ours["method"] == same["method"] == "freeze" and default["method"] == "full"
+    assert ours["trainable_params"] == same["trainable_params"] < default["trainable_params"]  # the same ones frozen
+    assert result["tuneforge"]["train_examples"] == result["trainer_default"]["train_examples"]
+    ratios = result["ratios"]
+    assert ratios["examples_per_s_vs_trainer_default"] == round(result["tuneforge"]["examples_per_s"]
+                                                                / result["trainer_default"]["examples_per_s"], 3)
+    low, high = ratios["macro_f1_minus_trainer_default_ci"]
+    assert low <= ratios["macro_f1_minus_trainer_default"] <= high

@@ -270,3 +270,22 @@ def test_pruning_waits_for_the_warm_up_share_of_a_trial():
     for step in (10, 20, 30, 40):
         quiet.on_evaluate(None, SimpleNamespace(global_step=step, max_steps=40), None, {"eval_macro_f1": 0.0})
     assert len(quiet.trial.storage.get_trial(quiet.trial._trial_id).intermediate_values) == 4
+
+
+def test_a_step_budget_stops_the_study_and_cuts_the_last_trial(tiny_bert, tiny_csv, tmp_path):
+    # each trial runs 4 epochs of the tiny split; a budget of 2.5 trials' steps runs two whole trials, cuts the
+    # third where the budget ends (recorded as pruned) and starts no fourth, although n_trials asks for 6
+    config = study_config(tiny_bert, tiny_csv, {"algorithm": "random", "n_trials": 6,
+                          "space": {"train.learning_rate": {"type": "float", "low": 1e-3, "high": 5e-2}}})
+    config["train"]["early_stopping"] = None
+    one = tune(load_config({**config, "hpo": {**config["hpo"], "n_trials": 1}}), output=tmp_path / "one",
+               log=lambda _: None)
+    per_trial = one.trials[0]["steps"]
+    budget = int(2.5 * per_trial)
+    config["hpo"]["max_steps"] = budget
+    result = tune(load_config(config), output=tmp_path / "s", log=lambda _: None)
+    assert states(result) == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert [t["steps"] for t in result.trials] == [per_trial, per_trial, budget - 2 * per_trial]
+    assert result.best_params in (result.trials[0]["params"], result.trials[1]["params"])
+    again = tune(load_config(config), output=tmp_path / "s", log=lambda _: None)  # spent: resuming adds nothing
+    assert len(again.trials) == 3

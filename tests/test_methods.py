@@ -68,6 +68,26 @@ def test_lora_all_linear_rslora_dora(tiny_bert):
     assert any(train_steps(model, tokenizer).values())
 
 
+def test_lora_on_the_upper_layers_skips_the_backward_pass_below(tiny_bert):
+    model, tokenizer = build(tiny_bert, {"name": "lora", "r": 2, "target_modules": "all-linear", "layers": [-1]})
+    adapted = {n.split(".lora_A")[0] for n, _ in model.named_parameters() if "lora_A" in n}
+    assert adapted and all(".layer.1." in n or ".pooler." in n for n in adapted)
+    assert any(".pooler." in n for n in adapted)  # outside every block: adapted as all-linear does
+    assert not any("classifier" in n for n in adapted)  # the head trains fully, without an adapter
+    below = []
+    model.base_model.model.bert.encoder.layer[0].register_full_backward_hook(lambda *_: below.append(1))
+    above = []
+    model.base_model.model.bert.encoder.layer[1].register_full_backward_hook(lambda *_: above.append(1))
+    changed = train_steps(model, tokenizer, steps=1)
+    assert above and not below  # nothing below the lowest adapted layer needs a gradient
+    assert any(c for n, c in changed.items() if "lora_B" in n)
+    only_value, _ = build(tiny_bert, {"name": "lora", "r": 2, "target_modules": ["value"], "layers": [0]})
+    assert {n.split(".lora_A")[0] for n, _ in only_value.named_parameters() if "lora_A" in n} == \
+           {"base_model.model.bert.encoder.layer.0.attention.self.value"}
+    with pytest.raises(ValueError, match=r"method.layers: \[2\] out of range for a model with 2 layers"):
+        build(tiny_bert, {"name": "lora", "layers": [2]})
+
+
 def test_freeze_embeddings_and_first_layer(tiny_bert):
     model, tokenizer = build(tiny_bert, {"name": "freeze", "embeddings": True, "layers": 1})
     changed = train_steps(model, tokenizer)

@@ -95,6 +95,20 @@ def test_flops_model_counts_lora_as_four_and_full_as_six_times_the_matmul_parame
     assert meter.rates() == {}  # a new, empty window
 
 
+def test_flops_model_leaves_out_the_backward_pass_below_the_first_trained_layer(tiny_llama):
+    from tuneforge.methods.freeze import FreezeConfig, apply
+
+    model = apply(_model(tiny_llama, False), FreezeConfig(layers=1, train_norms=False), "causal-lm")
+    counted = flops_model(model, True)
+    linear = {name: m.in_features * m.out_features for name, m in model.named_modules()
+              if isinstance(m, torch.nn.Linear)}
+    upper = sum(n for name, n in linear.items() if ".layers.1." in name)
+    head = linear["lm_head"]  # tied to the frozen embeddings: gradients pass through it, its weight stays
+    assert counted.matmul_params == sum(linear.values()) and counted.trainable_matmul_params == upper
+    assert counted.backward_matmul_params == upper + head < counted.matmul_params
+    assert counted.flops(10, 0) == (2 * sum(linear.values()) + 2 * (upper + head) + 2 * upper) * 10
+
+
 def test_a_run_reports_its_speed_in_the_log_metrics_and_report(tiny_llama, chat_jsonl, tmp_path):
     config = load_config(generative_config(tiny_llama, chat_jsonl, train={"epochs": 1}))
     result = finetune(config, output=tmp_path / "run", log=lambda _: None)

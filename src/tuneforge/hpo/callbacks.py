@@ -10,18 +10,29 @@ from transformers import TrainerCallback
 class PruningCallback(TrainerCallback):
     """Every validation score becomes an intermediate value (step = evaluation number, so trials with the same
     schedule line up). The pruner is asked only once the trial has run ``prune_after`` of its training steps
-    and been validated at least twice: a slow starter is not judged on its first scores."""
+    and been validated at least twice: a slow starter is not judged on its first scores. With ``step_budget``
+    (what is left of the study's hpo.max_steps) the trial stops, pruned, when it has run that many steps."""
 
-    def __init__(self, trial: Any, metric: str, prune: bool = True, prune_after: float = 0.25):
+    def __init__(self, trial: Any, metric: str, prune: bool = True, prune_after: float = 0.25,
+                 step_budget: int | None = None, report: bool = True):
         self.trial, self.metric, self.prune, self.prune_after = trial, metric, prune, prune_after
+        self.step_budget, self.report = step_budget, report  # multi-objective trials take no intermediate values
         self.evaluations = 0
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        import optuna
+
+        if self.step_budget is not None and state.global_step >= self.step_budget < state.max_steps:
+            self.trial.set_user_attr("steps", state.global_step)
+            self.trial.set_user_attr("stopped_by", "step budget")
+            raise optuna.TrialPruned(f"the study's step budget ran out after {state.global_step} steps")
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
                     **kwargs: Any) -> None:
         import optuna
 
         value = (metrics or {}).get(f"eval_{self.metric}")
-        if value is None:
+        if value is None or not self.report:
             return
         self.evaluations += 1
         self.trial.report(float(value), step=self.evaluations)

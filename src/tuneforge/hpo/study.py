@@ -72,12 +72,34 @@ def run_trials(config: RunConfig, base: dict[str, Any], handle: StudyHandle,
     if done >= hpo.n_trials:
         log(f"study {study.study_name!r} already has {done} finished trials")
         return
-    log(f"study {study.study_name!r}: {done} finished trials, aiming for {hpo.n_trials} ({hpo.algorithm}, "
+    if hpo.max_steps is not None and spent_steps(study) >= hpo.max_steps:
+        log(f"study {study.study_name!r} has spent its budget of {hpo.max_steps} training steps")
+        return
+    budget = f", within {hpo.max_steps} training steps" if hpo.max_steps else ""
+    log(f"study {study.study_name!r}: {done} finished trials, aiming for {hpo.n_trials}{budget} ({hpo.algorithm}, "
         f"pruner {hpo.pruner}) in {handle.storage_url}")
     objective = _objective(config, base, handle.study_dir, log)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, timeout=hpo.timeout, catch=(Exception,),
-                   callbacks=[optuna.study.MaxTrialsCallback(hpo.n_trials, states=finished), _progress(log)])
+    callbacks = [optuna.study.MaxTrialsCallback(hpo.n_trials, states=finished), _progress(log)]
+    if hpo.max_steps is not None:
+        callbacks.append(_stop_when_spent(hpo.max_steps))
+    study.optimize(objective, timeout=hpo.timeout, catch=(Exception,), callbacks=callbacks)
+
+
+def spent_steps(study: Any) -> int:
+    """Training steps the study's finished trials ran (pruned ones up to where they stopped)."""
+    import optuna
+
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    return sum(int(t.user_attrs.get("steps") or 0) for t in study.get_trials(deepcopy=False, states=finished))
+
+
+def _stop_when_spent(max_steps: int) -> Callable[[Any, Any], None]:
+    def check(study: Any, trial: Any) -> None:
+        if spent_steps(study) >= max_steps:
+            study.stop()
+
+    return check
 
 
 def _objective(config: RunConfig, base: dict[str, Any], study_dir: Path,
@@ -102,7 +124,9 @@ def _objective(config: RunConfig, base: dict[str, Any], study_dir: Path,
         try:
             trial_config = trial_config_for(base, values, primary)
             trial_config.tracking = config.tracking
-            pruning = [PruningCallback(trial, primary, hpo.pruner != "none", hpo.prune_after)] if single else []
+            left = None if hpo.max_steps is None else max(1, hpo.max_steps - spent_steps(trial.study))
+            pruning = [PruningCallback(trial, primary, hpo.pruner != "none" and single, hpo.prune_after, left,
+                                       report=single)]
             result = finetune(
                 trial_config, output=study_dir / f"trial-{trial.number:04d}", log=lambda _: None, evaluate_test=False,
                 callbacks=pruning, quiet=True,

@@ -58,10 +58,11 @@ How the prediction is made
    evaluation is the logits and log-probabilities of one evaluation batch (``eval_batch_size``) of a language
    model. The optimizer state exists from the first step on, so later steps carry it through the forward pass.
 
-4. **Compute**: ``flops_per_token = 2 N (forward) + 2 N (gradients of the activations) + 2 N_t (gradients of the
+4. **Compute**: ``flops_per_token = 2 N (forward) + 2 N_g (gradients of the activations) + 2 N_t (gradients of the
    trainable weights) + 12 x layers x d_attention x L`` (QK^T and AV, forward and backward), with ``N`` the
-   parameters of every matmul (Linear layers, the tied LM head included, embedding lookups excluded) and ``N_t``
-   the trainable ones: 6 N for full fine-tuning, ~4 N for a frozen base. Gradient checkpointing adds one more
+   parameters of every matmul (Linear layers, the tied LM head included, embedding lookups excluded), ``N_g`` those
+   from the first trained module on (frozen lower layers run forward only) and ``N_t`` the trainable ones: 6 N for
+   full fine-tuning, ~4 N for a frozen base. Gradient checkpointing adds one more
    forward pass (2 N + the attention's forward third).
 
 What is measured and what is derived: the per-op accounting is checked against the tensors autograd really saves
@@ -289,6 +290,7 @@ class _Profile:
     mapped_checkpoint: int  # QLoRA on CPU: float32 checkpoint pages kept mapped
     matmul_params: int
     matmul_trainable: int
+    matmul_backward: int  # the matmuls gradients flow through: from the first trained one on
     attention_width: int  # sum over blocks of the attention width (heads x head_dim), self + cross
     embeddings_train: bool  # gradient flows from the first block on
     prompt_tokens: int  # prompt tuning: virtual tokens prepended to every sequence
@@ -349,7 +351,7 @@ def _build_profile(model_cfg: dict, method_cfg: dict, num_labels: int) -> _Profi
 
     family = _family(model)
     blocks = _blocks(model, hf_config)
-    matmul, matmul_trainable = _matmul_params(model)
+    matmul, matmul_trainable, matmul_backward = _matmul_params(model)
     embeddings = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
     embeddings_train = any(p.requires_grad for m in embeddings for p in m.parameters()) or any(
         p.requires_grad for n, p in model.named_parameters()  # e.g. BERT's embedding LayerNorm (freeze keeps norms)
@@ -372,7 +374,8 @@ def _build_profile(model_cfg: dict, method_cfg: dict, num_labels: int) -> _Profi
         family=family, task=task, hidden=_hidden(hf_config), vocab=vocab, blocks=tuple(blocks),
         total_base=total_base, total=total, trainable=trainable, param_bytes=param_bytes,
         weight_bytes=int(weight_bytes), quantized_params=quantized_params, mapped_checkpoint=mapped,
-        matmul_params=matmul, matmul_trainable=matmul_trainable, attention_width=attention,
+        matmul_params=matmul, matmul_trainable=matmul_trainable, matmul_backward=matmul_backward,
+        attention_width=attention,
         embeddings_train=embeddings_train, prompt_tokens=prompt, prefix_tokens=prefix,
         fused_attention=impl in ("sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"),
         attention_dropout=_attention_dropout(hf_config), hidden_dropout=_hidden_dropout(hf_config, family),
@@ -475,15 +478,20 @@ def _quantized_bytes(numel: int, rows: int, method: Any) -> float:
     return numel / 2 + 4 * blocks
 
 
-def _matmul_params(model: torch.nn.Module) -> tuple[int, int]:
-    """Weights used in a matmul (every Linear, a tied LM head included; embedding lookups are not matmuls)."""
-    total = trainable = 0
+def _matmul_params(model: torch.nn.Module) -> tuple[int, int, int]:
+    """Weights used in a matmul (every Linear, a tied LM head included; embedding lookups are not matmuls): all,
+    trainable, and those from the first trained module on in forward (registration) order, which gradients flow
+    through."""
+    total = trainable = backward = 0
+    started = False
     for module in model.modules():
+        started = started or any(p.requires_grad for p in module.parameters(recurse=False))
         weight = getattr(module, "weight", None)
         if _is_linear(module) and weight is not None:
             total += weight.numel()
+            backward += weight.numel() if started else 0
             trainable += weight.numel() if weight.requires_grad else 0
-    return total, trainable
+    return total, trainable, backward
 
 
 # ----------------------------------------------------------------------------------------------- block structure
@@ -932,10 +940,10 @@ def _estimate_from(profile: _Profile, config: RunConfig, checkpointing: bool, de
 
 
 def _flops_per_token(profile: _Profile, length: int, checkpointing: bool) -> float:
-    n, n_trainable = profile.matmul_params, profile.matmul_trainable
+    n, n_trainable, n_backward = profile.matmul_params, profile.matmul_trainable, profile.matmul_backward
     attended = length + profile.prompt_tokens + profile.prefix_tokens
     attention_forward = 4.0 * profile.attention_width * attended
-    flops = 4.0 * n + 2.0 * n_trainable + 3.0 * attention_forward
+    flops = 2.0 * n + 2.0 * n_backward + 2.0 * n_trainable + 3.0 * attention_forward
     if checkpointing:
         flops += 2.0 * n + attention_forward  # the forward pass runs twice
     return flops

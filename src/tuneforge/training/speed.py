@@ -25,11 +25,14 @@ class FlopsModel:
     layers: int
     attention_width: int
     causal: bool
+    backward_matmul_params: int | None = None  # the matmuls gradients flow through (default: all of them)
 
     def flops(self, real_tokens: int, sum_sq_lengths: int) -> float:
         """Training FLOPs of one batch: ``real_tokens`` tokens in examples whose squared lengths sum to
-        ``sum_sq_lengths``."""
-        per_token = 4.0 * self.matmul_params + 2.0 * self.trainable_matmul_params
+        ``sum_sq_lengths``. The forward pass, the activation gradients of the matmuls from the first trained one
+        on (nothing below it needs a gradient: frozen lower layers run forward only) and the weight gradients."""
+        backward = self.matmul_params if self.backward_matmul_params is None else self.backward_matmul_params
+        per_token = 2.0 * self.matmul_params + 2.0 * backward + 2.0 * self.trainable_matmul_params
         attention = (6.0 if self.causal else 12.0) * self.layers * self.attention_width * sum_sq_lengths
         return per_token * real_tokens + attention
 
@@ -38,19 +41,23 @@ def flops_model(model: Any, causal: bool) -> FlopsModel:
     """The matmul parameters of ``model`` (peft-wrapped or not; 4-bit linears counted by their shape)."""
     import torch
 
-    total = trainable = 0
+    total = trainable = backward = 0
+    started = False  # modules in registration (forward) order: gradients flow from the first trained one on
     seen: set[int] = set()
     for module in model.modules():
+        started = started or any(p.requires_grad for p in module.parameters(recurse=False))
         weight = getattr(module, "weight", None)
         if weight is None or id(weight) in seen or not _is_matmul(module):
             continue
         seen.add(id(weight))
         numel = module.in_features * module.out_features if hasattr(module, "in_features") else weight.numel()
         total += numel
+        backward += numel if started else 0
         trainable += numel if isinstance(weight, torch.nn.Parameter) and weight.requires_grad else 0
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is not None and id(getattr(head, "weight", None)) not in seen:  # a head that is not an nn.Linear
         total += head.weight.numel()
+        backward += head.weight.numel()
     config = getattr(model, "config", None)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     layers = int(getattr(text, "num_hidden_layers", 0) or getattr(text, "n_layer", 0) or 0)
@@ -58,7 +65,7 @@ def flops_model(model: Any, causal: bool) -> FlopsModel:
     head_dim = getattr(text, "head_dim", None)
     hidden = int(getattr(text, "hidden_size", 0) or getattr(text, "n_embd", 0) or 0)
     width = int(heads * head_dim) if heads and head_dim else hidden
-    return FlopsModel(total, trainable, layers, width, causal)
+    return FlopsModel(total, trainable, layers, width, causal, backward)
 
 
 def _is_matmul(module: Any) -> bool:
