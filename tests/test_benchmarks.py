@@ -63,3 +63,19 @@ def test_cls_throughput_runs_tuneforge_and_plain_trainers_on_a_tiny_model(tiny_b
                                                                 / result["trainer_default"]["examples_per_s"], 3)
     low, high = ratios["macro_f1_minus_trainer_default_ci"]
     assert low <= ratios["macro_f1_minus_trainer_default"] <= high
+
+
+def test_hpo_pruning_compares_a_budgeted_bayesian_search_with_the_grid(tiny_bert, tiny_csv):
+    result = run_benchmark("hpo_pruning.py", "--model", tiny_bert, "--data", str(tiny_csv), "--epochs", "2",
+                           "--eval-steps", "2", "--steps-per-epoch", "4", "--trials", "4", "--max-length", "16")
+    grid, bayes = result["grid"], result["bayesian"]
+    assert grid["trials"] == 9 and grid["pruned"] == 0
+    assert sorted((t["params"]["train.learning_rate"], t["params"]["method.r"]) for t in grid["trial_table"]) == \
+           sorted((lr, r) for lr in (3e-4, 1e-3, 3e-3) for r in (2, 8, 32))
+    assert bayes["total_steps"] <= grid["total_steps"] // 2  # the budget holds
+    assert result["steps_ratio"] == round(bayes["total_steps"] / grid["total_steps"], 4)
+    assert result["reached_grid_best"] == (bayes["best_validation"] <= grid["best_validation"])
+    paired = result["paired_loss_difference"]
+    low, high = paired["difference_ci"]
+    assert low <= paired["difference"] <= high and paired["articles"] > 0
+    assert abs(paired["difference"] - (paired["bayes_mean_loss"] - paired["grid_mean_loss"])) < 1e-3

@@ -57,3 +57,18 @@ def test_classifiers_that_read_every_position_are_not_patched_and_patching_twice
     assert first_token_only(plain) and first_token_only(plain)
     ids = torch.randint(1, 100, (2, 8))
     plain.bert.encoder.layer[-1]._full_forward(plain.bert.embeddings(ids))  # the fallback is still the full layer
+
+
+def test_the_flops_model_counts_the_first_token_layer_by_its_keys_and_values():
+    from tuneforge.training.speed import flops_model
+
+    full = flops_model(_classifier("sdpa", False), causal=False)
+    patched_model = _classifier("sdpa", False)
+    first_token_only(patched_model)
+    patched = flops_model(patched_model, causal=False)
+    last = patched_model.bert.encoder.layer[-1]
+    one_position = sum(m.weight.numel() for name, m in last.named_modules()
+                       if isinstance(m, torch.nn.Linear) and name not in ("attention.self.key", "attention.self.value"))
+    assert patched.matmul_params == full.matmul_params - one_position
+    assert patched.backward_matmul_params == full.backward_matmul_params - one_position
+    assert patched.layers == full.layers - 1  # the quadratic attention term: one query in the last layer

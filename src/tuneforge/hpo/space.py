@@ -60,9 +60,9 @@ def make_pruner(hpo: HpoConfig) -> Any:
     import optuna
 
     if hpo.pruner == "median":
-        # judged against the trials finished so far from the second trial on: in a small study, letting two whole
-        # trials run unjudged spends a sixth of a 12-trial budget on whatever the random start drew
-        return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+        # two finished trials before any is judged: against the curve of one, noise decides (tried: in a 594-step
+        # budget on the hpo benchmark it pruned 7 of 8 trials, most within 5% of that one curve)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
     if hpo.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto", reduction_factor=3)
     return optuna.pruners.NopPruner()

@@ -44,10 +44,16 @@ def flops_model(model: Any, causal: bool) -> FlopsModel:
     total = trainable = backward = 0
     started = False  # modules in registration (forward) order: gradients flow from the first trained one on
     seen: set[int] = set()
+    # a BERT-style classifier's last layer computing only the first token (models/first_token.py): its query,
+    # attention output and feed-forward run at one position per example, next to nothing per token
+    one_position = {id(m) for layer in model.modules() if hasattr(layer, "_full_forward")
+                    for name, m in layer.named_modules()
+                    if not name.startswith(("attention.self.key", "attention.self.value"))}
+    patched = sum(hasattr(layer, "_full_forward") for layer in model.modules())
     for module in model.modules():
         started = started or any(p.requires_grad for p in module.parameters(recurse=False))
         weight = getattr(module, "weight", None)
-        if weight is None or id(weight) in seen or not _is_matmul(module):
+        if weight is None or id(weight) in seen or not _is_matmul(module) or id(module) in one_position:
             continue
         seen.add(id(weight))
         numel = module.in_features * module.out_features if hasattr(module, "in_features") else weight.numel()
@@ -65,7 +71,7 @@ def flops_model(model: Any, causal: bool) -> FlopsModel:
     head_dim = getattr(text, "head_dim", None)
     hidden = int(getattr(text, "hidden_size", 0) or getattr(text, "n_embd", 0) or 0)
     width = int(heads * head_dim) if heads and head_dim else hidden
-    return FlopsModel(total, trainable, layers, width, causal, backward)
+    return FlopsModel(total, trainable, layers - patched, width, causal, backward)
 
 
 def _is_matmul(module: Any) -> bool:
