@@ -39,6 +39,8 @@ def states(result):
     ("random", {"train.learning_rate": {"type": "float", "low": 1e-4, "high": 5e-2, "log": True}}, None),
     ("bayesian", {"train.learning_rate": {"type": "float", "low": 1e-4, "high": 5e-2, "log": True},
                   "method.r": {"type": "int", "low": 2, "high": 8, "log": True}}, None),
+    ("gp", {"train.learning_rate": {"type": "float", "low": 1e-4, "high": 5e-2, "log": True},
+            "method.r": {"type": "int", "low": 2, "high": 8, "log": True}}, None),
     ("evolutionary", {"train.learning_rate": {"type": "float", "low": 1e-4, "high": 5e-2, "log": True},
                       "train.weight_decay": {"type": "float", "low": 0.0, "high": 0.1}}, None),
     ("evolutionary", {"method.name": {"type": "categorical", "choices": ["lora", "freeze"]}},
@@ -287,5 +289,7 @@ def test_a_step_budget_stops_the_study_and_cuts_the_last_trial(tiny_bert, tiny_c
     assert states(result) == ["COMPLETE", "COMPLETE", "PRUNED"]
     assert [t["steps"] for t in result.trials] == [per_trial, per_trial, budget - 2 * per_trial]
     assert result.best_params in (result.trials[0]["params"], result.trials[1]["params"])
+    assert result.trials[2]["stopped_by"] == "step budget"
+    assert "pruned (step budget)" in (result.study_dir / "hpo_report.html").read_text()
     again = tune(load_config(config), output=tmp_path / "s", log=lambda _: None)  # spent: resuming adds nothing
     assert len(again.trials) == 3

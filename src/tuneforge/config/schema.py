@@ -234,9 +234,9 @@ class Objective(Section):
 
 
 class HpoConfig(Section):
-    algorithm: Literal["grid", "random", "bayesian", "evolutionary"] = Field(
-        "bayesian", description="grid | random | bayesian (TPE) | evolutionary (CMA-ES; NSGA-II when "
-        "several objectives).")
+    algorithm: Literal["grid", "random", "bayesian", "gp", "evolutionary"] = Field(
+        "bayesian", description="grid | random | bayesian (TPE) | gp (Gaussian-process Bayesian optimization: "
+        "for small budgets over a few numeric parameters) | evolutionary (CMA-ES; NSGA-II when several objectives).")
     space: dict[str, ParamSpace] = Field(description="Search space: dotted config path -> parameter, e.g. "
                                          "train.learning_rate: {type: float, low: 1e-5, high: 1e-3, log: true}.")
     objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1,

@@ -17,7 +17,7 @@ def trials_table(study: Any) -> list[dict[str, Any]]:
     for trial in study.get_trials(deepcopy=False):
         rows.append({"number": trial.number, "state": trial.state.name, "values": trial.values,
                      "params": trial.params, "steps": trial.user_attrs.get("steps"),
-                     "worker": trial.user_attrs.get("worker"),
+                     "worker": trial.user_attrs.get("worker"), "stopped_by": trial.user_attrs.get("stopped_by"),
                      "fail_reason": trial.user_attrs.get("fail_reason")
                      or study.user_attrs.get(f"fail_reason_trial_{trial.number}"),
                      "intermediate": dict(trial.intermediate_values),
@@ -58,7 +58,8 @@ def _table(trials: list[dict[str, Any]]) -> str:
         mark = {"PRUNED": " style='color:#a66'", "FAIL": " style='color:#c00'"}.get(t["state"], "")
         values = ", ".join(f"{v:.4f}" for v in t["values"]) if t["values"] else ""
         cells = "".join(f"<td>{html.escape(str(t['params'].get(n, '')))}</td>" for n in names)
-        rows.append(f"<tr{mark}><td>{t['number']}</td><td>{t['state'].lower()}</td><td>{values}</td>{cells}"
+        state = t["state"].lower() + (f" ({t['stopped_by']})" if t.get("stopped_by") else "")
+        rows.append(f"<tr{mark}><td>{t['number']}</td><td>{html.escape(state)}</td><td>{values}</td>{cells}"
                     f"<td>{t['steps'] or ''}</td><td>{t['seconds'] or ''}</td>"
                     f"<td>{html.escape(t['fail_reason'] or '')}</td></tr>")
     return (f"<table id='trials'><tr><th>trial</th><th>state</th><th>value(s)</th>{head}<th>steps</th>"

@@ -44,11 +44,13 @@ def make_sampler(hpo: HpoConfig) -> Any:
         return optuna.samplers.GridSampler({path: grid_values(p) for path, p in hpo.space.items()}, seed=hpo.seed)
     if hpo.algorithm == "random":
         return optuna.samplers.RandomSampler(seed=hpo.seed)
+    # random trials before the model of the results takes over: a quarter of the budget (3 to 10), so that a small
+    # study spends most of its trials where the first ones did well
+    startup = min(hpo.n_trials, max(3, min(10, hpo.n_trials // 4)))
     if hpo.algorithm == "bayesian":
-        # random trials before TPE models the results: a quarter of the budget (3 to 10), so that a small study
-        # spends most of its trials where the first ones did well
-        startup = min(hpo.n_trials, max(3, min(10, hpo.n_trials // 4)))
         return optuna.samplers.TPESampler(seed=hpo.seed, multivariate=True, n_startup_trials=startup)
+    if hpo.algorithm == "gp":
+        return optuna.samplers.GPSampler(seed=hpo.seed, n_startup_trials=startup, warn_independent_sampling=False)
     if len(hpo.objectives) > 1:
         return optuna.samplers.NSGAIISampler(seed=hpo.seed, population_size=max(4, min(20, hpo.n_trials // 2)))
     return optuna.samplers.CmaEsSampler(seed=hpo.seed, warn_independent_sampling=False,
