@@ -71,8 +71,9 @@ def test_each_algorithm_runs_a_study(tiny_bert, tiny_csv, tmp_path, algorithm, s
 
 
 def test_pruning_prunes_weak_trials(tiny_bert, tiny_csv, tmp_path):
-    # seed 6 draws rates 2e-2, 4e-5, 7e-3, 2e-6, 3e-6, 6e-4: the tiny model learns only at the high ones; the
-    # first two trials set the median, and the runs at 2e-6 and 3e-6 fall below it at their second evaluation
+    # seed 6 draws rates 2e-2, 4e-5, 7e-3, 2e-6, 3e-6, 6e-4: the first two trials set the median; the runs at 7e-3,
+    # 2e-6 and 6e-4 fall below it at their second validation (a third of the trial), while the one at 3e-6 keeps
+    # up until half of the trial (hpo.prune_until), after which nothing is pruned
     hpo = {"algorithm": "random", "n_trials": 6, "pruner": "median", "seed": 6,
            "space": {"train.learning_rate": {"type": "float", "low": 1e-6, "high": 5e-2, "log": True}}}
     result = tune(load_config(study_config(tiny_bert, tiny_csv, hpo, epochs=6)), output=tmp_path / "s",
@@ -80,7 +81,8 @@ def test_pruning_prunes_weak_trials(tiny_bert, tiny_csv, tmp_path):
     pruned = [t for t in result.trials if t["state"] == "PRUNED"]
     complete = [t for t in result.trials if t["state"] == "COMPLETE"]
     assert pruned and complete
-    assert {3, 4} <= {t["number"] for t in pruned}
+    assert {t["number"] for t in pruned} == {2, 3, 5}
+    assert all(t["steps"] <= result.trials[0]["steps"] // 2 for t in pruned)
     assert result.trials[0]["state"] == "COMPLETE" and result.best_params == result.trials[0]["params"]
     assert max(t["steps"] for t in pruned) < max(t["steps"] for t in complete)  # pruning saved training steps
 
@@ -268,6 +270,14 @@ def test_pruning_waits_for_the_warm_up_share_of_a_trial():
     assert list(slow.trial.storage.get_trial(slow.trial._trial_id).intermediate_values) == [1, 2]
     with pytest.raises(optuna.TrialPruned):
         evaluate(30, 0.3)  # past a quarter of its steps and below the median: pruned
+    assert hpo.prune_until == 0.5
+    late = PruningCallback(study.ask(), "macro_f1", prune=True, prune_after=hpo.prune_after,
+                           prune_until=hpo.prune_until)
+    for step in (10, 20, 60, 80):  # as weak, but past half of the trial from its third validation on: kept
+        late.on_evaluate(None, SimpleNamespace(global_step=step, max_steps=100), None, {"eval_macro_f1": 0.1})
+    assert len(late.trial.storage.get_trial(late.trial._trial_id).intermediate_values) == 4
+    with pytest.raises(ValueError, match="prune_until"):
+        HpoConfig(prune_after=0.5, prune_until=0.4, space=hpo.space)
     quiet = PruningCallback(study.ask(), "macro_f1", prune=False)  # pruner none: scores recorded, never pruned
     for step in (10, 20, 30, 40):
         quiet.on_evaluate(None, SimpleNamespace(global_step=step, max_steps=40), None, {"eval_macro_f1": 0.0})

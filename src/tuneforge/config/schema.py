@@ -245,6 +245,9 @@ class HpoConfig(Section):
         "median", description="Stop weak trials early from their validation scores (single objective only).")
     prune_after: float = Field(0.25, ge=0, lt=1, description="Share of a trial's training steps before the pruner "
                                "may stop it (never at its first validation): early scores say little about the end.")
+    prune_until: float = Field(0.5, gt=0, le=1, description="Share of a trial's training steps after which it is not "
+                               "pruned any more: late in a trial a stop saves little, and a noisy score there would "
+                               "waste a nearly finished run.")
     n_trials: int = Field(20, ge=1, description="Finished trials the study aims for (resumed studies count theirs).")
     timeout: float | None = Field(None, gt=0, description="Stop starting trials after this many seconds.")
     max_steps: int | None = Field(None, ge=1, description="Training-step budget of the study: trials (pruned ones "
@@ -261,6 +264,8 @@ class HpoConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> HpoConfig:
+        if self.prune_until <= self.prune_after:
+            raise ValueError(f"hpo.prune_until ({self.prune_until}) must be above hpo.prune_after ({self.prune_after})")
         if len(self.objectives) > 1 and self.pruner != "none":
             raise ValueError("pruning needs a single objective; set hpo.pruner: none")
         if self.objectives[0].metric in ("trainable_params", "train_seconds"):

@@ -10,12 +10,15 @@ from transformers import TrainerCallback
 class PruningCallback(TrainerCallback):
     """Every validation score becomes an intermediate value (step = evaluation number, so trials with the same
     schedule line up). The pruner is asked only once the trial has run ``prune_after`` of its training steps
-    and been validated at least twice: a slow starter is not judged on its first scores. With ``step_budget``
+    and been validated at least twice (a slow starter is not judged on its first scores), and no more after
+    ``prune_until`` of them (a late stop saves little and a noisy score would cost a nearly finished run). With
+    ``step_budget``
     (what is left of the study's hpo.max_steps) the trial stops, pruned, when it has run that many steps."""
 
     def __init__(self, trial: Any, metric: str, prune: bool = True, prune_after: float = 0.25,
-                 step_budget: int | None = None, report: bool = True):
+                 step_budget: int | None = None, report: bool = True, prune_until: float = 1.0):
         self.trial, self.metric, self.prune, self.prune_after = trial, metric, prune, prune_after
+        self.prune_until = prune_until
         self.step_budget, self.report = step_budget, report  # multi-objective trials take no intermediate values
         self.evaluations = 0
 
@@ -43,4 +46,4 @@ class PruningCallback(TrainerCallback):
             raise optuna.TrialPruned(f"pruned after evaluation {self.evaluations} ({self.metric}={value:.4f})")
 
     def may_judge(self, step: int, max_steps: int) -> bool:
-        return self.evaluations >= 2 and step >= self.prune_after * max_steps
+        return self.evaluations >= 2 and self.prune_after * max_steps <= step <= self.prune_until * max_steps

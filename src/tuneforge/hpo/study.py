@@ -126,7 +126,7 @@ def _objective(config: RunConfig, base: dict[str, Any], study_dir: Path,
             trial_config.tracking = config.tracking
             left = None if hpo.max_steps is None else max(1, hpo.max_steps - spent_steps(trial.study))
             pruning = [PruningCallback(trial, primary, hpo.pruner != "none" and single, hpo.prune_after, left,
-                                       report=single)]
+                                       report=single, prune_until=hpo.prune_until)]
             result = finetune(
                 trial_config, output=study_dir / f"trial-{trial.number:04d}", log=lambda _: None, evaluate_test=False,
                 callbacks=pruning, quiet=True,
