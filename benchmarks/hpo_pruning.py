@@ -169,8 +169,6 @@ def main() -> None:
     parser.add_argument("--pruner", default="median", choices=["median", "hyperband"])
     parser.add_argument("--prune-after", type=float, default=0.25, help="hpo.prune_after")
     parser.add_argument("--prune-until", type=float, default=0.5, help="hpo.prune_until")
-    parser.add_argument("--algorithm", default="bayesian", choices=["bayesian", "gp"],
-                        help="the model-based search: bayesian (TPE) or gp (Gaussian process)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid-json", default=None, help="keep/reuse the grid's result in this file")
     args = parser.parse_args()
@@ -179,7 +177,7 @@ def main() -> None:
         grid = grid_search(config, args, Path(tmp) / "grid")
         print(f"grid: best {grid['best_validation']} in {grid['total_steps']} steps", file=sys.stderr)
         budget = int(args.budget * grid["total_steps"])
-        bayes = search(config, {"algorithm": args.algorithm, "n_trials": args.trials, "pruner": args.pruner,
+        bayes = search(config, {"algorithm": "bayesian", "n_trials": args.trials, "pruner": args.pruner,
                                 "prune_after": args.prune_after, "prune_until": args.prune_until,
                                 "seed": args.seed, "space": BOX_SPACE, "max_steps": budget}, Path(tmp) / "bayes")
         paired = paired_loss_difference(config, grid, bayes, Path(tmp)) if args.metric == "loss" else None

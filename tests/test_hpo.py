@@ -145,6 +145,34 @@ def test_a_repeated_configuration_is_reused_not_retrained(tiny_bert, tiny_csv, t
         assert t["values"] == twin["values"]
 
 
+def test_a_pruned_configuration_proposed_again_is_pruned_without_training():
+    from tuneforge.hpo.study import _finished_twin
+
+    study = optuna.create_study(direction="maximize")
+    space = {"train.learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2)}
+    for stopped_by in (None, "step budget"):
+        trial = study.ask(space)
+        trial.report(0.1, 1)
+        if stopped_by:
+            trial.set_user_attr("stopped_by", stopped_by)
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    pruned, cut = study.trials
+    again = study.ask({"train.learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2)})
+    assert _finished_twin(again) is None  # a different value
+    study.enqueue_trial(pruned.params)
+    assert _finished_twin(study.ask(space)).number == pruned.number
+    study.enqueue_trial(cut.params)  # cut by the budget, not judged: it trains again
+    assert _finished_twin(study.ask(space)) is None
+
+
+def test_gp_with_pruning_is_refused():
+    from tuneforge.config.schema import HpoConfig
+
+    with pytest.raises(ValueError, match="gp learns only from finished trials"):
+        HpoConfig(algorithm="gp", pruner="median", space={"train.learning_rate": {"type": "float", "low": 1e-4,
+                                                                                  "high": 1e-2}})
+
+
 def test_every_trial_is_tracked_and_comparable(tiny_bert, tiny_csv, tmp_path):
     hpo = {"algorithm": "grid", "space": {"train.learning_rate": LR}}
     tune(load_config(study_config(tiny_bert, tiny_csv, hpo, epochs=1)), output=tmp_path / "s", log=lambda _: None)

@@ -266,6 +266,9 @@ class HpoConfig(Section):
     def _consistent(self) -> HpoConfig:
         if self.prune_until <= self.prune_after:
             raise ValueError(f"hpo.prune_until ({self.prune_until}) must be above hpo.prune_after ({self.prune_after})")
+        if self.algorithm == "gp" and self.pruner != "none":
+            raise ValueError("hpo.algorithm gp learns only from finished trials, so it proposes a pruned point "
+                             "again and again: use pruner: none with gp, or algorithm: bayesian (TPE) with pruning")
         if len(self.objectives) > 1 and self.pruner != "none":
             raise ValueError("pruning needs a single objective; set hpo.pruner: none")
         if self.objectives[0].metric in ("trainable_params", "train_seconds"):

@@ -116,10 +116,14 @@ def _objective(config: RunConfig, base: dict[str, Any], study_dir: Path,
 
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         values = suggest(trial, hpo.space)
-        same = _completed_twin(trial)
+        same = _finished_twin(trial)
         if same is not None:  # the sampler proposed a finished configuration again: reuse it, train nothing
             trial.set_user_attr("duplicate_of", same.number)
             trial.set_user_attr("steps", 0)
+            if same.state == optuna.trial.TrialState.PRUNED:  # the same run would be pruned at the same point
+                for step, value in same.intermediate_values.items():
+                    trial.report(value, step)
+                raise optuna.TrialPruned(f"the same configuration as pruned trial {same.number}")
             return same.values[0] if len(same.values) == 1 else same.values
         try:
             trial_config = trial_config_for(base, values, primary)
@@ -146,11 +150,13 @@ def _objective(config: RunConfig, base: dict[str, Any], study_dir: Path,
     return objective
 
 
-def _completed_twin(trial: Any) -> Any:
+def _finished_twin(trial: Any) -> Any:
     import optuna
 
-    for other in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if other.params == trial.params and "duplicate_of" not in other.user_attrs:
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    for other in trial.study.get_trials(deepcopy=False, states=states):
+        if other.params == trial.params and "duplicate_of" not in other.user_attrs \
+                and "stopped_by" not in other.user_attrs:  # one cut by the step budget was not judged
             return other
     return None
 
