@@ -12,8 +12,8 @@ class PruningCallback(TrainerCallback):
     schedule line up). The pruner is asked only once the trial has run ``prune_after`` of its training steps
     and been validated at least twice (a slow starter is not judged on its first scores), and no more after
     ``prune_until`` of them (a late stop saves little and a noisy score would cost a nearly finished run). With
-    ``step_budget``
-    (what is left of the study's hpo.max_steps) the trial stops, pruned, when it has run that many steps."""
+    ``step_budget`` (what is left of the study's hpo.max_steps) the trial stops, pruned, when it has run that
+    many steps."""
 
     def __init__(self, trial: Any, metric: str, prune: bool = True, prune_after: float = 0.25,
                  step_budget: int | None = None, report: bool = True, prune_until: float = 1.0):

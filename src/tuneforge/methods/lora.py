@@ -72,6 +72,7 @@ def _layer_targets(model: torch.nn.Module, targets: list[str] | str | None, laye
         raise ValueError(f"method.layers: {wrong or layers} out of range for a model with {count} layers "
                          f"(use 0..{count - 1}, or -1 for the last)")
     chosen = [prefixes[index] for index in sorted({index % count for index in layers})]
+
     def wanted(name: str) -> bool:
         if any(name == h or name.startswith(f"{h}.") or f".{h}." in f".{name}." for h in heads):
             return False
