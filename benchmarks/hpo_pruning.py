@@ -94,19 +94,15 @@ def _validation(folder: Path, number: int) -> dict:
     return {k: round(v, 4) for k, v in json.loads(path.read_text())["validation"]["metrics"].items()}
 
 
-def article_losses(run_dir: Path, config: dict) -> list[float]:
+def article_losses(run_dir: Path, data: object, max_length: int) -> list[float]:
     """The cross-entropy of every validation article under a trial's restored best checkpoint."""
     import numpy as np
 
     from tuneforge import load_predictor
-    from tuneforge.config import load_config
-    from tuneforge.data.prepare import prepare_data
     from tuneforge.training.engine import predict_logits
 
-    run = load_config({k: v for k, v in config.items() if k != "hpo"})
-    data = prepare_data(run.data, run.train.seed)
     predictor = load_predictor(run_dir)
-    logits = predict_logits(predictor.model, predictor.tokenizer, data.texts("validation"), run.data.max_length)
+    logits = predict_logits(predictor.model, predictor.tokenizer, data.texts("validation"), max_length)
     logits = logits - logits.max(axis=1, keepdims=True)
     log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     truth = np.asarray(data.label_ids("validation"))
@@ -120,6 +116,7 @@ def paired_loss_difference(config: dict, grid: dict, bayes: dict, folder: Path) 
     import numpy as np
 
     from tuneforge.config import load_config
+    from tuneforge.data.prepare import prepare_data
     from tuneforge.evaluation.metrics import bootstrap_indices, percentile_interval
     from tuneforge.hpo.study import trial_config_for
     from tuneforge.pipelines.finetune import finetune
@@ -129,7 +126,10 @@ def paired_loss_difference(config: dict, grid: dict, bayes: dict, folder: Path) 
         grid_dir = folder / "grid-best"
         retrained = trial_config_for(config, grid["best_params"], grid["metric"])
         finetune(retrained, output=grid_dir, log=lambda _: None, evaluate_test=False, quiet=True)
-    ours, theirs = (np.asarray(article_losses(Path(d), config)) for d in (bayes["best_trial_dir"], grid_dir))
+    run = load_config(config)
+    data = prepare_data(run.data, run.train.seed)  # the split every trial trained and validated on
+    ours, theirs = (np.asarray(article_losses(Path(d), data, run.data.max_length))
+                    for d in (bayes["best_trial_dir"], grid_dir))
     diffs = ours - theirs
     samples = [float(diffs[index].mean()) for index in bootstrap_indices(len(diffs), 2000, 0)]
     return {"bayes_mean_loss": round(float(ours.mean()), 4), "grid_mean_loss": round(float(theirs.mean()), 4),

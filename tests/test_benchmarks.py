@@ -20,6 +20,14 @@ def run_benchmark(script: str, *args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def assert_ratio_and_difference(result: dict, rate: str, metric: str, peer: str) -> None:
+    """The ratio of ``rate`` is tuneforge's over the peer's; the paired difference of ``metric`` lies in its CI."""
+    ratios = result["ratios"]
+    assert ratios[f"{rate}_vs_{peer}"] == round(result["tuneforge"][rate] / result[peer][rate], 3)
+    low, high = ratios[f"{metric}_minus_{peer}_ci"]
+    assert low <= ratios[f"{metric}_minus_{peer}"] <= high
+
+
 def test_sft_throughput_runs_tuneforge_and_trl_on_a_tiny_model(tiny_llama):
     result = run_benchmark("sft_throughput.py", "--model", tiny_llama, "--examples", "40", "--batch-size", "4",
                            "--max-length", "128", "--warmup", "1", "--threads", "1", "--eval-examples", "8",
@@ -36,11 +44,7 @@ def test_sft_throughput_runs_tuneforge_and_trl_on_a_tiny_model(tiny_llama):
     assert result["tuneforge"]["eval_tokens"] == result["trl_default"]["eval_tokens"]
     assert result["trl_default"]["gradient_checkpointing"] is True  # TRL's default
     assert result["tuneforge"]["padding_share"] < result["trl_default"]["padding_share"]
-    ratios = result["ratios"]
-    assert ratios["real_tok_s_vs_trl_default"] == round(result["tuneforge"]["real_tok_s"]
-                                                        / result["trl_default"]["real_tok_s"], 3)
-    low, high = ratios["eval_loss_minus_trl_default_ci"]
-    assert low <= ratios["eval_loss_minus_trl_default"] <= high
+    assert_ratio_and_difference(result, "real_tok_s", "eval_loss", "trl_default")
 
 
 def test_cls_throughput_runs_tuneforge_and_plain_trainers_on_a_tiny_model(tiny_bert, tiny_csv):
@@ -58,11 +62,7 @@ def test_cls_throughput_runs_tuneforge_and_plain_trainers_on_a_tiny_model(tiny_b
     assert ours["method"] == same["method"] == "freeze" and default["method"] == "full"
     assert ours["trainable_params"] == same["trainable_params"] < default["trainable_params"]  # the same ones frozen
     assert result["tuneforge"]["train_examples"] == result["trainer_default"]["train_examples"]
-    ratios = result["ratios"]
-    assert ratios["examples_per_s_vs_trainer_default"] == round(result["tuneforge"]["examples_per_s"]
-                                                                / result["trainer_default"]["examples_per_s"], 3)
-    low, high = ratios["macro_f1_minus_trainer_default_ci"]
-    assert low <= ratios["macro_f1_minus_trainer_default"] <= high
+    assert_ratio_and_difference(result, "examples_per_s", "macro_f1", "trainer_default")
 
 
 def test_hpo_pruning_compares_a_budgeted_bayesian_search_with_the_grid(tiny_bert, tiny_csv):
