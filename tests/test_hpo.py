@@ -100,6 +100,27 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_bert, tiny_csv, 
     assert "method.layers=5 but the model has 2 layers" in (result.study_dir / "hpo_report.html").read_text()
 
 
+def test_a_trial_that_fails_midway_counts_the_steps_it_ran(tiny_bert, tiny_csv, tmp_path, monkeypatch):
+    # the trial at lr 0.02 runs out of memory as its 3rd step starts (simulated: a real OOM needs a real GPU); it
+    # is recorded as failed, and the 2 steps it ran count toward the study's step budget
+    import torch
+
+    from tuneforge.training.callbacks import NanGuardCallback
+
+    def out_of_memory_in_step_3(self, args, state, control, **kwargs):
+        if args.learning_rate == 0.02 and state.global_step == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(NanGuardCallback, "on_step_begin", out_of_memory_in_step_3, raising=False)
+    hpo = {"algorithm": "grid", "space": {"train.learning_rate": {"type": "categorical", "choices": [1e-3, 0.02]}},
+           "max_steps": 10_000}
+    result = tune(load_config(study_config(tiny_bert, tiny_csv, hpo, epochs=2)), output=tmp_path / "s",
+                  log=lambda _: None)
+    by_lr = {t["params"]["train.learning_rate"]: t for t in result.trials}
+    assert by_lr[0.02]["state"] == "FAIL" and "out of memory" in by_lr[0.02]["fail_reason"]
+    assert by_lr[0.02]["steps"] == 2 and by_lr[1e-3]["state"] == "COMPLETE" and by_lr[1e-3]["steps"] > 2
+
+
 def test_wrong_space_path_fails_before_any_trial(tiny_bert, tiny_csv, tmp_path):
     hpo = {"space": {"train.learning_rat": {"type": "float", "low": 1e-4, "high": 1e-2}}}
     with pytest.raises(ConfigError, match="train.learning_rat: unknown key"):

@@ -21,10 +21,12 @@ class PruningCallback(TrainerCallback):
         self.prune_until = prune_until
         self.step_budget, self.report = step_budget, report  # multi-objective trials take no intermediate values
         self.evaluations = 0
+        self.steps = 0  # optimizer steps run so far (what a trial that fails midway spent)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         import optuna
 
+        self.steps = state.global_step
         if self.step_budget is not None and state.global_step >= self.step_budget < state.max_steps:
             self.trial.set_user_attr("steps", state.global_step)
             self.trial.set_user_attr("stopped_by", "step budget")

@@ -87,7 +87,7 @@ def run_trials(config: RunConfig, base: dict[str, Any], handle: StudyHandle,
 
 
 def spent_steps(study: Any) -> int:
-    """Training steps the study's finished trials ran (pruned ones up to where they stopped)."""
+    """Training steps the study's finished trials ran (pruned and failed ones up to where they stopped)."""
     import optuna
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -125,20 +125,21 @@ def _objective(config: RunConfig, base: dict[str, Any], study_dir: Path,
                     trial.report(value, step)
                 raise optuna.TrialPruned(f"the same configuration as pruned trial {same.number}")
             return same.values[0] if len(same.values) == 1 else same.values
+        left = None if hpo.max_steps is None else max(1, hpo.max_steps - spent_steps(trial.study))
+        pruning = PruningCallback(trial, primary, hpo.pruner != "none" and single, hpo.prune_after, left,
+                                  report=single, prune_until=hpo.prune_until)
         try:
             trial_config = trial_config_for(base, values, primary)
             trial_config.tracking = config.tracking
-            left = None if hpo.max_steps is None else max(1, hpo.max_steps - spent_steps(trial.study))
-            pruning = [PruningCallback(trial, primary, hpo.pruner != "none" and single, hpo.prune_after, left,
-                                       report=single, prune_until=hpo.prune_until)]
             result = finetune(
                 trial_config, output=study_dir / f"trial-{trial.number:04d}", log=lambda _: None, evaluate_test=False,
-                callbacks=pruning, quiet=True,
+                callbacks=[pruning], quiet=True,
                 tags={"tuneforge.study": trial.study.study_name, "tuneforge.trial": str(trial.number)})
         except optuna.TrialPruned:
             raise
         except Exception as exc:
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+            trial.set_user_attr("steps", pruning.steps)  # the steps it ran before failing count toward max_steps
             raise
         trial.set_user_attr("steps", result.metrics["training"]["global_steps"])
         trial.set_user_attr("run_dir", str(result.run_dir))
