@@ -51,6 +51,9 @@ def base_config(args: argparse.Namespace) -> dict:
         config["data"]["path"] = args.data
     if args.max_rows:
         config["data"]["max_rows"] = args.max_rows
+    if args.split:
+        train, validation, test = (float(share) for share in args.split.split(","))
+        config["data"]["split"] = {"train": train, "validation": validation, "test": test}
     config["train"].update(epochs=args.epochs, eval_strategy="steps", eval_steps=args.eval_steps)
     # the quickstart stops after 2 epochs without gain; in evaluations that is 2 epochs' worth of them
     config["train"]["early_stopping"].update(metric=args.metric,
@@ -140,7 +143,7 @@ def paired_loss_difference(config: dict, grid: dict, bayes: dict, folder: Path) 
 def grid_search(config: dict, args: argparse.Namespace, folder: Path) -> dict:
     cache = Path(args.grid_json) if args.grid_json else None
     settings = {k: getattr(args, k) for k in ("max_rows", "max_length", "epochs", "eval_steps", "metric")}
-    settings.update({k: getattr(args, k) for k in ("model", "data") if getattr(args, k)})  # older caches lack them
+    settings.update({k: getattr(args, k) for k in ("model", "data", "split") if getattr(args, k)})  # older caches lack them
     if cache and cache.exists():
         cached = json.loads(cache.read_text())
         if cached.get("settings") == settings:
@@ -152,11 +155,31 @@ def grid_search(config: dict, args: argparse.Namespace, folder: Path) -> dict:
     return grid
 
 
+def bayesian_search(config: dict, args: argparse.Namespace, budget: int, folder: Path) -> dict:
+    cache = Path(args.search_json) if args.search_json else None
+    settings = {k: v for k, v in vars(args).items() if k not in ("grid_json", "search_json", "workdir")}
+    settings["max_steps"] = budget
+    if cache and cache.exists():
+        cached = json.loads(cache.read_text())
+        if cached.get("settings") == settings:
+            print(f"search: reusing {cache}", file=sys.stderr)
+            return cached["search"]
+    bayes = search(config, {"algorithm": "bayesian", "n_trials": args.trials, "pruner": args.pruner,
+                            "prune_after": args.prune_after, "prune_until": args.prune_until,
+                            "seed": args.seed, "space": BOX_SPACE, "max_steps": budget}, folder)
+    if cache:
+        cache.write_text(json.dumps({"settings": settings, "search": bayes}))
+        print(f"search: kept in {cache}", file=sys.stderr)
+    return bayes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="another model (default: the quickstart's MiniLM)")
     parser.add_argument("--data", default=None, help="other labelled data (default: the quickstart's BBC News)")
     parser.add_argument("--max-rows", type=int, default=None, help="sample of BBC News (default: all 2,072)")
+    parser.add_argument("--split", default=None,
+                        help="train,validation,test shares (default: the quickstart's 0.7,0.15,0.15)")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--eval-steps", type=int, default=30, help="validate every N optimizer steps")
@@ -171,16 +194,23 @@ def main() -> None:
     parser.add_argument("--prune-until", type=float, default=0.5, help="hpo.prune_until")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid-json", default=None, help="keep/reuse the grid's result in this file")
+    parser.add_argument("--search-json", default=None, help="keep/reuse the bayesian search's result in this file")
+    parser.add_argument("--budget-steps", type=int, default=None,
+                        help="the search's step budget in steps instead of --budget x the grid's: the search then "
+                             "runs first, so it can run beside --grid-json's grid on another core")
+    parser.add_argument("--workdir", default=None, help="keep the trials' folders here (default: a temporary one)")
     args = parser.parse_args()
     config = base_config(args)
     with tempfile.TemporaryDirectory() as tmp:
-        grid = grid_search(config, args, Path(tmp) / "grid")
+        folder = Path(args.workdir or tmp)
+        if args.budget_steps is not None:
+            bayes = bayesian_search(config, args, args.budget_steps, folder / f"bayes-seed{args.seed}")
+        grid = grid_search(config, args, folder / "grid")
         print(f"grid: best {grid['best_validation']} in {grid['total_steps']} steps", file=sys.stderr)
-        budget = int(args.budget * grid["total_steps"])
-        bayes = search(config, {"algorithm": "bayesian", "n_trials": args.trials, "pruner": args.pruner,
-                                "prune_after": args.prune_after, "prune_until": args.prune_until,
-                                "seed": args.seed, "space": BOX_SPACE, "max_steps": budget}, Path(tmp) / "bayes")
-        paired = paired_loss_difference(config, grid, bayes, Path(tmp)) if args.metric == "loss" else None
+        if args.budget_steps is None:
+            bayes = bayesian_search(config, args, int(args.budget * grid["total_steps"]),
+                                    folder / f"bayes-seed{args.seed}")
+        paired = paired_loss_difference(config, grid, bayes, folder) if args.metric == "loss" else None
     ratio = bayes["total_steps"] / grid["total_steps"]
     sign = -1 if args.metric == "loss" else 1
     reached = sign * bayes["best_validation"] >= sign * grid["best_validation"]

@@ -250,10 +250,10 @@ class HpoConfig(Section):
                                "waste a nearly finished run.")
     n_trials: int = Field(20, ge=1, description="Finished trials the study aims for (resumed studies count theirs).")
     timeout: float | None = Field(None, gt=0, description="Stop starting trials after this many seconds.")
-    max_steps: int | None = Field(None, ge=1, description="Training-step budget of the study: trials (pruned ones "
-                                  "count the steps they ran) stop being started once it is spent, and a trial "
-                                  "still running when it runs out stops there, recorded as pruned. With several "
-                                  "workers, another worker's running trial counts once it finishes.")
+    max_steps: int | None = Field(None, ge=1, description="Training-step budget of the study: trials (pruned and "
+                                  "failed ones count the steps they ran) stop being started once it is spent, and "
+                                  "a trial still running when it runs out stops there, recorded as pruned. With "
+                                  "several workers, another worker's running trial counts once it finishes.")
     seed: int = Field(0, description="Sampler seed.")
     storage: str | None = Field(None, description="Optuna storage URL (e.g. postgresql://...); default a SQLite "
                                 "file in the study folder.")
