@@ -46,3 +46,14 @@ def test_same_seed_same_result_other_seed_differs(tiny_bert, tiny_csv, tmp_path)
     losses = [[json.loads(x).get("loss") for x in log if "\"loss\"" in x] for log in logs]
     assert losses[0] == losses[1] and losses[0] != losses[2]
     assert a.metrics["test"]["finetuned"] == b.metrics["test"]["finetuned"]
+
+
+def test_how_often_a_run_validates_does_not_change_what_it_learns(tiny_bert, tiny_csv, tmp_path):
+    # the tiny BERT trains with dropout; each evaluation used to draw from the same random generator as the
+    # dropout masks, so validating every 2 steps instead of every 5 changed the training losses after step 2
+    patient = {"metric": "loss", "patience": 100}
+    runs = [run(tiny_bert, tiny_csv, tmp_path, f"every-{n}", epochs=2, eval_strategy="steps", eval_steps=n,
+                logging_steps=1, early_stopping=patient)[1] for n in (2, 5)]
+    losses = [[e["loss"] for e in log if "loss" in e] for log in runs]
+    assert len(losses[0]) == 22 and losses[0] == losses[1]
+    assert [e["step"] for e in runs[0] if "eval_loss" in e][:3] == [2, 4, 6]

@@ -41,9 +41,14 @@ class TuneforgeTrainer(Trainer):
         return (loss, {"loss": loss}) if return_outputs else loss
 
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """The Trainer's evaluation, on its own copy of the random state: each evaluation dataloader draws a seed
+        from torch's global generator, which shifted every later dropout mask, so how often a run validated
+        changed what it learned (same seed, eval_steps 2 vs 3: different losses from the first step after)."""
         started = time.perf_counter()
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         try:
-            return super().evaluate(*args, **kwargs)
+            with torch.random.fork_rng(devices=devices):
+                return super().evaluate(*args, **kwargs)
         finally:
             if self.speed is not None:
                 self.speed.pause(time.perf_counter() - started)
