@@ -126,9 +126,10 @@ def paired_loss_difference(config: dict, grid: dict, bayes: dict, folder: Path) 
 
     grid_dir = Path(grid.get("best_trial_dir", ""))
     if not (grid_dir / "model").exists():
-        grid_dir = folder / "grid-best"
-        retrained = trial_config_for(config, grid["best_params"], grid["metric"])
-        finetune(retrained, output=grid_dir, log=lambda _: None, evaluate_test=False, quiet=True)
+        grid_dir = folder / "grid-best"  # kept with --workdir: the next seed's run reuses it
+        if not (grid_dir / "model").exists():
+            retrained = trial_config_for(config, grid["best_params"], grid["metric"])
+            finetune(retrained, output=grid_dir, log=lambda _: None, evaluate_test=False, quiet=True)
     run = load_config(config)
     data = prepare_data(run.data, run.train.seed)  # the split every trial trained and validated on
     ours, theirs = (np.asarray(article_losses(Path(d), data, run.data.max_length))

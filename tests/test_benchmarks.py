@@ -65,9 +65,10 @@ def test_cls_throughput_runs_tuneforge_and_plain_trainers_on_a_tiny_model(tiny_b
     assert_ratio_and_difference(result, "examples_per_s", "macro_f1", "trainer_default")
 
 
-def test_hpo_pruning_compares_a_budgeted_bayesian_search_with_the_grid(tiny_bert, tiny_csv):
-    result = run_benchmark("hpo_pruning.py", "--model", tiny_bert, "--data", str(tiny_csv), "--epochs", "2",
-                           "--eval-steps", "2", "--steps-per-epoch", "4", "--trials", "4", "--max-length", "16")
+def test_hpo_pruning_compares_a_budgeted_bayesian_search_with_the_grid(tiny_bert, tiny_csv, tmp_path):
+    task = ["--model", tiny_bert, "--data", str(tiny_csv), "--epochs", "2", "--eval-steps", "2",
+            "--steps-per-epoch", "4", "--trials", "4", "--max-length", "16", "--grid-json", str(tmp_path / "g.json")]
+    result = run_benchmark("hpo_pruning.py", *task)
     grid, bayes = result["grid"], result["bayesian"]
     assert grid["trials"] == 9 and grid["pruned"] == 0
     assert sorted((t["params"]["train.learning_rate"], t["params"]["method.r"]) for t in grid["trial_table"]) == \
@@ -79,3 +80,12 @@ def test_hpo_pruning_compares_a_budgeted_bayesian_search_with_the_grid(tiny_bert
     low, high = paired["difference_ci"]
     assert low <= paired["difference"] <= high and paired["articles"] > 0
     assert abs(paired["difference"] - (paired["bayes_mean_loss"] - paired["grid_mean_loss"])) < 1e-3
+
+    # the two arms apart (the search first, under a budget in steps, beside a cached grid), then both reused
+    budget = str(grid["total_steps"] // 2)
+    apart = [*task, "--budget-steps", budget, "--seed", "1", "--search-json", str(tmp_path / "s.json"),
+             "--workdir", str(tmp_path / "work")]
+    first, again = run_benchmark("hpo_pruning.py", *apart), run_benchmark("hpo_pruning.py", *apart)
+    assert first["grid"] == grid and (tmp_path / "work" / "bayes-seed1" / "study.db").exists()
+    assert first["bayesian"]["total_steps"] <= int(budget)
+    assert again["bayesian"] == first["bayesian"] and again["paired_loss_difference"] == first["paired_loss_difference"]
