@@ -11,10 +11,10 @@ search runs under a step budget (hpo.max_steps, --budget x the grid's steps, def
 most --trials) until the budget is spent, and the trial running when it runs out stops there, so its steps never
 exceed the budget.
 
-The split is 35/50/15 by default: half of BBC News's 2,072 articles validate (1,036), so that the score each
-trial is judged by is not one article's luck. On the quickstart's own 15% (150 of 1,000 articles) the grid's
-best was a lucky draw: trials next to it ended anywhere between 0.039 and 0.075, and the paired interval of two
-bests' difference was +-0.02 wide. A trial takes ~4-5 minutes on one CPU core, the grid ~40.
+The split is 35/50/15 by default: half of BBC News's 2,072 articles validate (1,036), so that a trial's score
+rests on the ~50 articles it gets wrong, not on 2 or 3. On the quickstart's own 15% (150 of 1,000 articles) the
+grid's best loss, 0.040, was a lucky draw: trials next to it ended anywhere between 0.039 and 0.075. A trial takes
+~4-5 minutes on one CPU core, the grid ~40.
 
     python benchmarks/hpo_pruning.py [--split 0.35,0.5,0.15 --eval-steps 23 --steps-per-epoch 46] [--seed 0]
         [--trials 12 --budget 0.5 --pruner median] [--grid-json grid.json]
