@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 LEARNING_RATES = [3e-4, 1e-3, 3e-3]
 RANKS = [2, 8, 32]
@@ -79,8 +80,9 @@ def search(config: dict, hpo: dict, folder: Path) -> dict:
     started = time.time()
     result = tune(load_config(config), output=folder, log=lambda line: print(f"  {line}", file=sys.stderr))
     assert result is not None
-    trials = [{"number": t["number"], "validation": _validation(folder, t["number"]), "state": t["state"], "value": t["values"][0] if t["values"] else None,
-               "params": t["params"], "steps": t["steps"], "seconds": t["seconds"],
+    trials = [{"number": t["number"], "validation": _validation(folder, t["number"]), "state": t["state"],
+               "value": t["values"][0] if t["values"] else None, "params": t["params"], "steps": t["steps"],
+               "seconds": t["seconds"],
                "curve": [round(v, 4) for _, v in sorted(t["intermediate"].items())]} for t in result.trials]
     best = min if direction == "minimize" else max
     scored = [t for t in trials if t["state"] == "COMPLETE"]
@@ -133,9 +135,9 @@ def paired_loss_difference(config: dict, grid: dict, bayes: dict, folder: Path) 
     grid_dir = Path(grid.get("best_trial_dir", ""))
     if not (grid_dir / "model").exists():
         grid_dir = folder / "grid-best"  # kept with --workdir: the next seed's run reuses it
-        if not (grid_dir / "model").exists():
-            retrained = trial_config_for(config, grid["best_params"], grid["metric"])
-            finetune(retrained, output=grid_dir, log=lambda _: None, evaluate_test=False, quiet=True)
+    if not (grid_dir / "model").exists():
+        retrained = trial_config_for(config, grid["best_params"], grid["metric"])
+        finetune(retrained, output=grid_dir, log=lambda _: None, evaluate_test=False, quiet=True)
     run = load_config(config)
     data = prepare_data(run.data, run.train.seed)  # the split every trial trained and validated on
     ours, theirs = (np.asarray(article_losses(Path(d), data, run.data.max_length))
@@ -147,37 +149,38 @@ def paired_loss_difference(config: dict, grid: dict, bayes: dict, folder: Path) 
             "articles": len(diffs)}
 
 
-def grid_search(config: dict, args: argparse.Namespace, folder: Path) -> dict:
-    cache = Path(args.grid_json) if args.grid_json else None
-    settings = {k: getattr(args, k) for k in ("max_rows", "max_length", "epochs", "eval_steps", "metric")}
-    settings.update({k: getattr(args, k) for k in ("model", "data", "split") if getattr(args, k)})  # older caches lack them
+def cached(path: str | None, settings: dict, name: str, run: Callable[[], dict]) -> dict:
+    """One arm's result, reused from ``path`` when it was kept there with the same settings (and kept there)."""
+    from tuneforge.io import atomic_write_json
+
+    cache = Path(path) if path else None
     if cache and cache.exists():
-        cached = json.loads(cache.read_text())
-        if cached.get("settings") == settings:
-            print(f"grid: reusing {cache}", file=sys.stderr)
-            return cached["grid"]
-    grid = search(config, {"algorithm": "grid", "n_trials": 9, "pruner": "none", "space": GRID_SPACE}, folder)
+        kept = json.loads(cache.read_text())
+        if kept.get("settings") == settings:
+            print(f"{name}: reusing {cache}", file=sys.stderr)
+            return kept[name]
+    result = run()
     if cache:
-        cache.write_text(json.dumps({"settings": settings, "grid": grid}))
-    return grid
+        atomic_write_json(cache, {"settings": settings, name: result})
+        print(f"{name}: kept in {cache}", file=sys.stderr)
+    return result
+
+
+def grid_search(config: dict, args: argparse.Namespace, folder: Path) -> dict:
+    settings = {k: getattr(args, k) for k in ("max_rows", "max_length", "epochs", "eval_steps", "metric")}
+    # older caches lack the optional ones
+    settings.update({k: getattr(args, k) for k in ("model", "data", "split") if getattr(args, k)})
+    return cached(args.grid_json, settings, "grid", lambda: search(
+        config, {"algorithm": "grid", "n_trials": 9, "pruner": "none", "space": GRID_SPACE}, folder))
 
 
 def bayesian_search(config: dict, args: argparse.Namespace, budget: int, folder: Path) -> dict:
-    cache = Path(args.search_json) if args.search_json else None
     settings = {k: v for k, v in vars(args).items() if k not in ("grid_json", "search_json", "workdir")}
     settings["max_steps"] = budget
-    if cache and cache.exists():
-        cached = json.loads(cache.read_text())
-        if cached.get("settings") == settings:
-            print(f"search: reusing {cache}", file=sys.stderr)
-            return cached["search"]
-    bayes = search(config, {"algorithm": "bayesian", "n_trials": args.trials, "pruner": args.pruner,
-                            "prune_after": args.prune_after, "prune_until": args.prune_until,
-                            "seed": args.seed, "space": BOX_SPACE, "max_steps": budget}, folder)
-    if cache:
-        cache.write_text(json.dumps({"settings": settings, "search": bayes}))
-        print(f"search: kept in {cache}", file=sys.stderr)
-    return bayes
+    return cached(args.search_json, settings, "search", lambda: search(
+        config, {"algorithm": "bayesian", "n_trials": args.trials, "pruner": args.pruner,
+                 "prune_after": args.prune_after, "prune_until": args.prune_until,
+                 "seed": args.seed, "space": BOX_SPACE, "max_steps": budget}, folder))
 
 
 def main() -> None:
@@ -223,8 +226,8 @@ def main() -> None:
     reached = sign * bayes["best_validation"] >= sign * grid["best_validation"]
     for name, arm in (("grid", grid), ("bayes", bayes)):
         print(f"{name}: best validation {args.metric} {arm['best_validation']} (its macro_f1 "
-              f"{arm['best_validation_macro_f1']}) {arm['best_params']} in {arm['total_steps']} steps, {arm['seconds']} s, "
-              f"{arm['pruned']} of {arm['trials']} trials pruned")
+              f"{arm['best_validation_macro_f1']}) {arm['best_params']} in {arm['total_steps']} steps, "
+              f"{arm['seconds']} s, {arm['pruned']} of {arm['trials']} trials pruned")
     print(f"steps ratio bayes/grid: {ratio:.3f} (target <= 0.5); reached the grid's best: {reached}")
     if paired:
         print(f"per-article validation loss, bayes best minus grid best: {paired['difference']} "
