@@ -12,6 +12,25 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--cpu-bf16", choices=["probe", "fast", "slow"], default="probe",
+                     help="what train.precision: auto decides on this CPU: the probe's answer (default), or as on a "
+                     "CPU with fast bf16 (bf16) or without (fp32); exported, so CLI subprocesses follow it too")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    choice = config.getoption("--cpu-bf16")
+    if choice != "probe":
+        os.environ["TUNEFORGE_CPU_BF16"] = choice
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from tuneforge.training.engine import resolve_precision
+
+    return f"train.precision auto on this CPU: {resolve_precision('auto', cuda=False)} " \
+           f"(--cpu-bf16={config.getoption('--cpu-bf16')})"
+
 TOPICS = {
     "sport": "match goal team coach league striker season win cup players stadium referee".split(),
     "tech": "software chip phone internet computer network data app startup code robot cloud".split(),

@@ -79,20 +79,49 @@ def test_report_shows_the_numbers_in_metrics_json(lora_run):
 
 
 def test_predict_round_trip(lora_run, tmp_path):
+    from tuneforge.models.precision import TOLERANCE
+    from tuneforge.training.engine import resolve_precision
+
     predictor = load_predictor(lora_run.run_dir)
+    precision = json.loads((lora_run.run_dir / "model" / "tuneforge.json").read_text())["precision"]
+    assert precision == lora_run.metrics["training"]["speed"]["precision"] == resolve_precision("auto", cuda=False)
     with open(lora_run.run_dir / "predictions.csv", newline="") as handle:
         saved = list(csv.DictReader(handle))
     fresh = predictor.predict([row["text"] for row in saved])
     assert [r["label"] for r in fresh] == [row["predicted"] for row in saved]
     for row, result in zip(saved, fresh):
         for label, p in result["probabilities"].items():
-            assert abs(p - float(row[f"prob_{label}"])) < 1e-4
+            assert abs(p - float(row[f"prob_{label}"])) < TOLERANCE[precision]
     source = tmp_path / "in.csv"
     source.write_text("id,text\n1,goal for the striker\n2,\"chip, phone and cloud\"\n")
     assert predict_file(predictor, source, tmp_path / "out.csv") == 2
     out = list(csv.DictReader(open(tmp_path / "out.csv", newline="")))
     assert [row["id"] for row in out] == ["1", "2"]
     assert abs(sum(float(out[0][f"prob_{l}"]) for l in predictor.labels) - 1) < 1e-4
+
+
+def test_a_bf16_run_is_read_in_bf16_unless_told_otherwise(tiny_bert, tiny_csv, tmp_path):
+    """A run that trained and evaluated in bf16 records it; predict computes in it and reproduces predictions.csv
+    within bf16's tolerance; --precision fp32 is a different computation (measured: 0.016 away on this run)."""
+    from tuneforge.models.precision import TOLERANCE
+
+    config = load_config(tiny_config(tiny_bert, tiny_csv, train={"epochs": 6, "precision": "bf16"},
+                                     evaluation={"baselines": ["majority"]}, tracking={"enabled": False}))
+    run = finetune(config, output=tmp_path / "bf16", log=lambda _: None).run_dir
+    assert json.loads((run / "model" / "tuneforge.json").read_text())["precision"] == "bf16"
+    saved = list(csv.DictReader(open(run / "predictions.csv", newline="")))
+
+    def distance(precision: str | None) -> float:
+        fresh = load_predictor(run, precision).predict([row["text"] for row in saved])
+        return max(abs(p - float(row[f"prob_{label}"])) for row, result in zip(saved, fresh)
+                   for label, p in result["probabilities"].items())
+
+    assert distance(None) < TOLERANCE["bf16"]
+    assert distance("fp32") > TOLERANCE["fp32"]
+    line = subprocess.run([sys.executable, "-m", "tuneforge.cli", "predict", str(run), "--precision", "fp32", "--text",
+                           saved[0]["text"]], capture_output=True, text=True)
+    assert line.returncode == 0, line.stderr
+    assert json.loads(line.stdout.strip().splitlines()[-1])["label"] in {"food", "sport", "tech"}
 
 
 def test_adapter_loads_with_peft_alone(lora_run):
@@ -207,10 +236,17 @@ def test_cli_predict(lora_run):
 
 
 def test_help_is_instant():
-    start = time.perf_counter()
+    """No heavy import behind --help; timed against importing torch on the same machine, not against a fixed
+    number of seconds (measured here: 0.07 s against 4.1 s)."""
+    def seconds(*args: str) -> float:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return time.perf_counter() - start
+
     result = subprocess.run([sys.executable, "-m", "tuneforge.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "quickstart" in result.stdout
-    assert time.perf_counter() - start < 1.0
+    assert seconds("-m", "tuneforge.cli", "--help") < seconds("-c", "import torch") / 4
     modules = subprocess.run([sys.executable, "-X", "importtime", "-m", "tuneforge.cli", "--help"],
                              capture_output=True, text=True).stderr
     assert not re.search(r"\| +(torch|transformers|pydantic)$", modules, re.M)

@@ -62,11 +62,8 @@ def test_smollm2_gguf_is_cached_once_as_safetensors(tmp_path, monkeypatch):
 def test_smollm2_chat_quickstart_on_a_small_sample(tmp_path):
     """The chat quickstart's pipeline on real SmolLM2 and chatterbot-corpus, cut down: it learns the corpus's
     answers (perplexity falls below the base model's) and its answers stop with the end-of-turn token."""
-    import time
-
     from tuneforge.config.loader import preset_path
 
-    started = time.time()
     config = load_config(preset_path("quickstart-chat"), [
         "data.max_rows=260", "data.max_length=96", "evaluation.max_test_examples=16", "evaluation.bootstrap_samples=200",
         "evaluation.generation.max_new_tokens=32", "tracking.enabled=false"])
@@ -77,7 +74,6 @@ def test_smollm2_chat_quickstart_on_a_small_sample(tmp_path):
     assert test["finetuned"]["perplexity_ci"][1] < test["baselines"]["zero_shot"]["perplexity"]
     assert test["finetuned"]["ended_rate"] >= 0.75 and test["n_prompts"] == 16
     assert test["finetuned"]["meteor"] is not None  # WordNet is installed by the setup
-    assert time.time() - started < 300
 
 
 def test_minilm_ner_on_wnut16_beats_memorization(tmp_path):

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--context", help="question-answering runs: the text the answer is taken from")
     predict.add_argument("--output", help="output CSV for --file (default: <file>.predictions.csv)")
     predict.add_argument("--text-column", default="text", help="text column of --file (default: text)")
+    _precision_arg(predict)
 
     for name, text in (("generate", "answer prompts with a trained generative run"),
                        ("chat", "chat with a trained generative run (streams tokens, keeps the conversation)")):
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
         p.add_argument("--temperature", type=float, help="sampling temperature (with --sample)")
         p.add_argument("--num-beams", type=int, help="beam search width")
+        _precision_arg(p)
 
     compare = sub.add_parser("compare-methods", help="the same task with several methods: parameters, peak "
                              "memory, time, test metric")
@@ -116,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     config_sub.add_parser("keys", help="every config key with its type, default and description")
     return parser
+
+
+def _precision_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
+                        help="compute in this precision (default: the one the run trained and evaluated in, so "
+                        "outputs match its predictions)")
 
 
 def _train_args(train: argparse.ArgumentParser) -> None:
@@ -202,7 +210,7 @@ def _predict(args: Any) -> int:
         raise UserError(f"{args.run_dir}: a question-answering run answers --question with --context" if qa else
                         f"{args.run_dir}: --question/--context need a question-answering run; this one labels "
                         f"--text or --file")
-    predictor = load_predictor(args.run_dir)
+    predictor = load_predictor(args.run_dir, args.precision)
     if qa:
         answer = predictor.answer([args.question], [args.context])[0]
         print(json.dumps({"question": args.question, "answer": answer["text"], "score": answer["score"],
@@ -221,7 +229,7 @@ def _predict(args: Any) -> int:
 def _generator(args: Any) -> Any:
     from tuneforge.pipelines.generate import load_generator
 
-    return load_generator(args.run_dir, max_new_tokens=args.max_new_tokens, do_sample=args.sample or None,
+    return load_generator(args.run_dir, args.precision, max_new_tokens=args.max_new_tokens, do_sample=args.sample or None,
                           temperature=args.temperature, num_beams=args.num_beams)
 
 

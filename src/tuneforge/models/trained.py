@@ -7,9 +7,17 @@ from pathlib import Path
 from typing import Any
 
 
-def load_trained(model_dir: Path, meta: dict[str, Any], auto: Any, **base_kwargs: Any) -> Any:
+def load_trained(model_dir: Path, meta: dict[str, Any], auto: Any, precision: str | None = None,
+                 **base_kwargs: Any) -> Any:
     """``meta`` is the folder's tuneforge.json; ``auto`` the transformers Auto class of the task; ``base_kwargs``
-    size the base (e.g. num_labels). The base loads as in training (QLoRA: quantized the same way)."""
+    size the base (e.g. num_labels). The base loads as in training (QLoRA: quantized the same way) and computes in
+    the precision the run evaluated in (``precision`` overrides it), so its outputs reproduce the run's."""
+    from tuneforge.models.precision import compute_in, recorded_precision
+
+    return compute_in(_load(model_dir, meta, auto, **base_kwargs), recorded_precision(meta, precision))
+
+
+def _load(model_dir: Path, meta: dict[str, Any], auto: Any, **base_kwargs: Any) -> Any:
     if "method_config" in meta:
         from tuneforge.methods.registry import load_kwargs, validate_method
 

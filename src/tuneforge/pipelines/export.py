@@ -1,6 +1,10 @@
 """``tuneforge export RUN_DIR --merge --output DIR``: fold a LoRA/DoRA/IA3 adapter into its base model and
 write a standalone Hugging Face model (plus tokenizer), checked against the unmerged model on sample inputs.
 
+The exported folder keeps the run's ``tuneforge.json``, with the precision the run computed in: tuneforge readers
+of the export compute in it as they do for the run. The merge itself is checked in fp32, where W + BA is exact to
+float rounding.
+
 QLoRA adapters were trained against the 4-bit base, so the base is loaded quantized as in training and
 dequantized first, then the adapter is merged into those weights (merging into 4-bit weights loses quality).
 """
@@ -27,12 +31,16 @@ def export_run(run_dir: str | Path, output: str | Path, merge: bool = True) -> d
     if not meta_path.exists():
         raise UserError(f"{run_dir}: not a tuneforge run folder (no model/tuneforge.json)")
     meta = json.loads(meta_path.read_text())
+    from tuneforge.models.precision import recorded_precision
+
+    meta["precision"] = recorded_precision(meta)
     output = Path(output)
     staging = output.with_name(output.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     if not merge:
         shutil.copytree(model_dir, staging)
-        return _finish(staging, output, {"merged": False, "method": meta["method"]})
+        atomic_write_json(staging / "tuneforge.json", meta)
+        return _finish(staging, output, {"merged": False, "method": meta["method"], "precision": meta["precision"]})
     if meta["method"] not in MERGEABLE:
         raise UserError(f"method {meta['method']} has nothing to merge into the weights (mergeable: "
                         f"{', '.join(MERGEABLE)}); export without --merge to copy the adapter")
@@ -55,7 +63,7 @@ def export_run(run_dir: str | Path, output: str | Path, merge: bool = True) -> d
     tokenizer.save_pretrained(staging)
     atomic_write_json(staging / "tuneforge.json", {**meta, "method": "full", "merged_from": meta["method"]})
     return _finish(staging, output, {"merged": True, "method": meta["method"], "max_abs_logit_difference": difference,
-                                     "tolerance": TOLERANCE})
+                                     "tolerance": TOLERANCE, "precision": meta["precision"]})
 
 
 def _finish(staging: Path, output: Path, facts: dict[str, Any]) -> dict[str, Any]:

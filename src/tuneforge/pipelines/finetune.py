@@ -219,6 +219,10 @@ def train_with_resume(model: Any, tokenizer: Any, train_set: list[dict[str, Any]
     started = time.time()
     trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.time() - started
+    from tuneforge.models.precision import compute_in, without_trainer_autocast
+
+    # the test split, the baselines and every later reader compute in the run's precision, the same way
+    trainer.model = compute_in(without_trainer_autocast(trainer.model), trainer.precision)
     trainer.speed_summary = {"precision": trainer.precision, "gradient_checkpointing": checkpointing or method_checkpoints,
                              **trainer.speed.summary()}
     speed = trainer.speed_summary
@@ -295,10 +299,11 @@ def _trim_log(path: Path, checkpoint: str | None) -> None:
 def save_model(model: Any, tokenizer: Any, target: Path, base_path: str, config: RunConfig,
                labels: list[str], extra: dict[str, Any] | None = None) -> None:
     """HF format: a peft adapter (adapter_config.json + adapter_model.safetensors) or a full model; with the
-    tokenizer and ``tuneforge.json`` (task, base model, labels, template) so that predict/generate need
-    nothing else."""
+    tokenizer and ``tuneforge.json`` (task, base model, labels, template, the precision it computes in) so that
+    predict/generate need nothing else."""
     staging = target.with_name(target.name + ".partial")
     from tuneforge.methods.registry import save_trained
+    from tuneforge.models.precision import precision_of
 
     shutil.rmtree(staging, ignore_errors=True)
     save_trained(model, config.method, staging)
@@ -306,7 +311,9 @@ def save_model(model: Any, tokenizer: Any, target: Path, base_path: str, config:
     atomic_write_json(staging / "tuneforge.json", {"task": config.model.task, "base_model": base_path,
                                                    "method": config.method.name, "labels": labels,
                                                    "method_config": config.method.model_dump(mode="json"),
-                                                   "max_length": config.data.max_length, **(extra or {})})
+                                                   "max_length": config.data.max_length,
+                                                   "precision": precision_of(model),
+                                                   **(extra or {})})
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
 

@@ -61,8 +61,9 @@ class Generator:
         thread.join()
 
 
-def load_generator(run_dir: str | Path, **decoding: Any) -> Generator:
-    """Load ``RUN_DIR/model``: a peft adapter on its base model, or a full model, with the run's template."""
+def load_generator(run_dir: str | Path, precision: str | None = None, **decoding: Any) -> Generator:
+    """Load ``RUN_DIR/model``: a peft adapter on its base model, or a full model, with the run's template, computing
+    in the run's precision unless ``precision`` says otherwise."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     from tuneforge.data.chat import ChatFormatter
@@ -78,7 +79,7 @@ def load_generator(run_dir: str | Path, **decoding: Any) -> Generator:
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     from tuneforge.models.trained import load_trained
 
-    model = load_trained(model_dir, meta, auto)
+    model = load_trained(model_dir, meta, auto, precision)
     formatter = None
     if meta["task"] == "causal-lm":
         formatter = ChatFormatter(tokenizer, meta.get("template") if meta.get("template") != "tokenizer" else "auto")

@@ -96,8 +96,10 @@ def run_generative(config: RunConfig, run_dir: Path, resume: bool, log: Callable
     test = TestSet(sampled, _prompts(sampled, formatter, tokenizer, config), encoded["test"],
                    _prompts(_kept(data.splits["test"], encoded["test_kept"]), formatter, tokenizer, config)
                    if seq2seq else None)
-    base_loader = lambda: load_generative(resolved, task, config.model.revision,  # noqa: E731
-                                          config.model.trust_remote_code)
+    from tuneforge.models.precision import compute_in
+
+    base_loader = lambda: compute_in(load_generative(resolved, task, config.model.revision,  # noqa: E731
+                                                     config.model.trust_remote_code), trainer.precision)
     metrics = evaluate_generative(model, base_loader, tokenizer, formatter, data, test, config, run_dir)
     return {"task": task, **metrics, "validation": best_checkpoint_info(trainer.state), "training": training}
 

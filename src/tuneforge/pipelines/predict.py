@@ -46,21 +46,22 @@ def read_model_meta(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     return model_dir, json.loads(meta_path.read_text())
 
 
-def load_predictor(run_dir: str | Path) -> Any:
-    """Load ``RUN_DIR/model`` (or a model folder itself): a peft adapter on its base, or a full model. A
-    question-answering run gives a :class:`~tuneforge.pipelines.question_answering.QaPredictor` (``answer``)."""
+def load_predictor(run_dir: str | Path, precision: str | None = None) -> Any:
+    """Load ``RUN_DIR/model`` (or a model folder itself): a peft adapter on its base, or a full model, computing in
+    the run's precision unless ``precision`` says otherwise. A question-answering run gives a
+    :class:`~tuneforge.pipelines.question_answering.QaPredictor` (``answer``)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model_dir, meta = read_model_meta(run_dir)
     if meta.get("task") == "question-answering":
         from tuneforge.pipelines.question_answering import load_qa_predictor
 
-        return load_qa_predictor(model_dir, meta)
+        return load_qa_predictor(model_dir, meta, precision)
     labels = meta["labels"]
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     from tuneforge.models.trained import load_trained
 
-    model = load_trained(model_dir, meta, AutoModelForSequenceClassification, num_labels=len(labels),
+    model = load_trained(model_dir, meta, AutoModelForSequenceClassification, precision, num_labels=len(labels),
                          id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
                          pad_token_id=tokenizer.pad_token_id)
     return Predictor(model=model.eval(), tokenizer=tokenizer, labels=labels, max_length=meta["max_length"])

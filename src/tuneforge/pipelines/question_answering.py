@@ -199,7 +199,7 @@ class QaPredictor:
                                 self.n_best, self.max_answer_length)
 
 
-def load_qa_predictor(model_dir: Path, meta: dict[str, Any]) -> QaPredictor:
+def load_qa_predictor(model_dir: Path, meta: dict[str, Any], precision: str | None = None) -> QaPredictor:
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -209,7 +209,7 @@ def load_qa_predictor(model_dir: Path, meta: dict[str, Any]) -> QaPredictor:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the base's load report calls the span head "missing": the run's weights follow
     try:
-        model = load_trained(model_dir, meta, AutoModelForQuestionAnswering)
+        model = load_trained(model_dir, meta, AutoModelForQuestionAnswering, precision)
     finally:
         hf_logging.set_verbosity(verbosity)
     return QaPredictor(model.eval(), tokenizer, meta["max_length"], meta.get("doc_stride", 32),

@@ -122,9 +122,15 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
+CPU_BF16_ENV = "TUNEFORGE_CPU_BF16"  # fast | slow: overrides the CPU probe below (the test suite runs both ways)
+
+
 def resolve_precision(setting: str, cuda: bool) -> str:
     """``auto``: bf16 on a GPU that supports it (else fp16); on a CPU, bf16 only where its bf16 matmul is measurably
-    faster than fp32 (without AMX/AVX512-BF16 it is a large slowdown); fp32 otherwise."""
+    faster than fp32 (without AMX/AVX512-BF16 it is a large slowdown); fp32 otherwise. The environment variable
+    TUNEFORGE_CPU_BF16=fast|slow replaces the CPU probe (e.g. to make a fleet of mixed CPUs compute alike)."""
+    import os
+
     import torch
 
     from tuneforge.errors import ConfigError
@@ -138,7 +144,11 @@ def resolve_precision(setting: str, cuda: bool) -> str:
         return setting
     if cuda:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_fast("bfloat16") else "fp32"
+    forced = os.environ.get(CPU_BF16_ENV, "").strip().lower()
+    if forced and forced not in ("fast", "slow"):
+        raise ConfigError(f"{CPU_BF16_ENV}={forced!r}: use fast (bf16 on this CPU) or slow (fp32), or unset it")
+    fast = forced == "fast" if forced else cpu_fast("bfloat16")
+    return "bf16" if fast else "fp32"
 
 
 def _prompt_learning(model: Any) -> bool:
