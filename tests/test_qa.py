@@ -195,7 +195,7 @@ def test_config_rules_for_question_answering():
     assert config.train.early_stopping.metric == "f1" and config.evaluation.baselines == ["sliding_window"]
     with pytest.raises(ConfigError, match="data.doc_stride: 50 leaves no room.*at most 42"):
         load_config({**base, "data": {"path": "a.jsonl", "doc_stride": 50}})
-    with pytest.raises(ConfigError, match="selected by f1 or exact_match or loss"):
+    with pytest.raises(ConfigError, match="question-answering runs compute f1, exact_match, loss on validation"):
         load_config({**base, "train": {"early_stopping": {"metric": "macro_f1"}}})
     with pytest.raises(ConfigError, match="majority do not apply to task question-answering"):
         load_config({**base, "evaluation": {"baselines": ["majority"]}})

@@ -201,12 +201,15 @@ def _quickstart(args: Any) -> int:
 def _predict(args: Any) -> int:
     import json
 
-    from tuneforge.pipelines.predict import load_predictor, predict_file, read_model_meta
+    from tuneforge.errors import UserError
+    from tuneforge.pipelines.predict import Predictor, load_predictor, predict_file, read_model_meta
+    from tuneforge.tasks.registry import task_spec
 
-    qa = read_model_meta(args.run_dir)[1].get("task") == "question-answering"
+    task = task_spec(read_model_meta(args.run_dir)[1].get("task", "sequence-classification"))
+    if task.generates:
+        raise UserError(f"{args.run_dir}: a {task.name} run writes text; use tuneforge generate or chat")
+    qa = task.inputs == ("question", "context")
     if qa != bool(args.question) or (args.question and not args.context):
-        from tuneforge.errors import UserError
-
         raise UserError(f"{args.run_dir}: a question-answering run answers --question with --context" if qa else
                         f"{args.run_dir}: --question/--context need a question-answering run; this one labels "
                         f"--text or --file")
@@ -217,6 +220,8 @@ def _predict(args: Any) -> int:
                           "start": answer["start"], "end": answer["end"]}, ensure_ascii=False))
         return 0
     if args.file:
+        if not isinstance(predictor, Predictor):
+            raise UserError(f"{args.run_dir}: --file labels a CSV with a classification run; give --text here")
         output = args.output or f"{os.path.splitext(args.file)[0]}.predictions.csv"
         count = predict_file(predictor, args.file, output, args.text_column)
         print(f"labelled {count} rows -> {output}")
@@ -252,13 +257,12 @@ def _chat(args: Any) -> int:
 
 def _compare_methods(args: Any) -> int:
     from tuneforge.config import load_config
-    from tuneforge.config.schema import GENERATIVE_TASKS
-    from tuneforge.pipelines.compare_methods import compare_methods, print_comparison
+    from tuneforge.pipelines.compare_methods import compare_methods, headline_metric, print_comparison
 
     config = load_config(args.config, args.overrides)
     output = args.output or f"runs/compare-{config.name}"
     rows = compare_methods(config, [m.strip() for m in args.methods.split(",") if m.strip()], output)
-    print_comparison(rows, "rougeL" if config.model.task in GENERATIVE_TASKS else "macro_f1")
+    print_comparison(rows, headline_metric(config))
     print(f"table and plot: {output}/compare.html")
     return 0
 

@@ -4,26 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-SHOWN = ("accuracy", "macro_f1", "weighted_f1")
-
-
-GENERATIVE_SHOWN = ("rougeL", "bleu", "chrf", "meteor", "exact_match", "ended_rate", "perplexity")
-
-
 def print_summary(result: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from tuneforge.tasks.registry import task_spec
+
     test = result.metrics["test"]
-    task = result.metrics.get("task")
-    generative = task in ("causal-lm", "seq2seq")
-    shown, headline = (GENERATIVE_SHOWN, "rougeL") if generative else (SHOWN, "macro_f1")
-    if task == "token-classification":
-        shown, headline = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy"), "entity_f1"
-    if task == "question-answering":
-        shown, headline = ("exact_match", "f1"), "f1"
-    if generative and "rougeL" not in test["finetuned"]:
-        headline = "perplexity"
+    task = task_spec(result.metrics.get("task", "sequence-classification"))
+    shown, headline = task.shown, task.headline_of(test["finetuned"])
     models = {"fine-tuned": test["finetuned"], **{f"baseline: {k}": v for k, v in test["baselines"].items()}}
     count = test.get("n_prompts") or test["finetuned"].get("n") or test.get("n_perplexity")
     table = Table(title=f"Test split ({count} examples), {int(test['confidence'] * 100)}% bootstrap intervals")
@@ -61,10 +50,13 @@ def print_tune_summary(result: Any) -> None:
                   f"{sum(t.get('steps') or 0 for t in result.trials)}")
     console.print(f"best (validation): {result.best_values} with {result.best_params}")
     if result.test_metrics:
+        from tuneforge.tasks.registry import task_spec
+
         fine = result.test_metrics["finetuned"]
-        console.print(f"test macro_f1 of the best configuration: {fine['macro_f1']:.4f} "
-                      f"[{fine['macro_f1_ci'][0]:.4f}, {fine['macro_f1_ci'][1]:.4f}]; baselines: "
-                      + ", ".join(f"{k} {v['macro_f1']:.4f}" for k, v in result.test_metrics["baselines"].items()))
+        metric = task_spec(result.task).headline_of(fine)
+        baselines = ", ".join(f"{k} {_figure(v, metric)}" for k, v in result.test_metrics["baselines"].items())
+        console.print(f"test {metric} of the best configuration: {_figure(fine, metric)}; baselines: "
+                      f"{baselines or 'none'}")
     console.print(f"best.yaml and hpo_report.html: {result.study_dir}")
 
 
@@ -72,9 +64,9 @@ def print_runs(rows: list[dict[str, Any]], with_params: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from tuneforge.tracking.query import HEADLINE, differing_params
+    from tuneforge.tracking.query import differing_params, headline_columns
 
-    metrics = [m for m in HEADLINE if any(m in r["metrics"] for r in rows)]
+    metrics = [m for m in headline_columns() if any(m in r["metrics"] for r in rows)]
     for extra in sorted({k for r in rows for k in r["metrics"] if k.startswith("eval_")})[:4]:
         metrics.append(extra)
     params = differing_params(rows) if with_params else []

@@ -114,9 +114,10 @@ class MethodConfig(Section):
 
 
 class EarlyStoppingConfig(Section):
-    metric: Literal["macro_f1", "accuracy", "weighted_f1", "entity_f1", "f1", "exact_match", "loss"] = Field(
+    metric: str = Field(
         "macro_f1", description="Validation metric that selects the best checkpoint and drives early stopping "
-        "(token-classification: entity_f1; question-answering: f1 or exact_match (SQuAD); generative tasks: loss).")
+        "(sequence-classification: macro_f1, accuracy, weighted_f1 or loss; token-classification: entity_f1; "
+        "question-answering: f1 or exact_match (SQuAD); generative tasks: loss). Default: the task's first.")
     patience: int = Field(2, ge=1, description="Evaluations without improvement before training stops.")
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
 
@@ -171,14 +172,8 @@ class GenerationConfig(Section):
     seed: int = Field(0, description="Seed for sampling.")
 
 
-BASELINES = {"sequence-classification": ["majority", "linear_probe"], "token-classification": ["memorization"],
-             "question-answering": ["sliding_window"], "causal-lm": ["zero_shot", "few_shot"],
-             "seq2seq": ["copy_input"]}
-
-
 class EvaluationConfig(Section):
-    baselines: list[Literal["majority", "linear_probe", "memorization", "sliding_window", "zero_shot", "few_shot",
-                            "copy_input"]] | None = Field(
+    baselines: list[str] | None = Field(
         None, description="Baselines scored on the same test split (default: majority + linear_probe for "
         "classification; memorization (each word's most frequent training tag) for token-classification; "
         "sliding_window (the context sentence sharing the most words with the question) for question-answering; "
@@ -228,9 +223,12 @@ class ParamSpace(Section):
 
 
 class Objective(Section):
-    metric: Literal["macro_f1", "accuracy", "weighted_f1", "loss", "trainable_params", "train_seconds"] = Field(
-        "macro_f1", description="Validation metric (or a cost: trainable_params, train_seconds).")
-    direction: Literal["maximize", "minimize"] = Field("maximize", description="Whether larger is better.")
+    metric: str = Field(
+        "macro_f1", description="A validation metric of the task (sequence-classification: macro_f1, accuracy, "
+        "weighted_f1, loss; token-classification: entity_f1, loss; question-answering: f1, exact_match, loss; "
+        "generative tasks: loss) or a cost: trainable_params, train_seconds. Default: the task's first.")
+    direction: Literal["maximize", "minimize"] = Field(
+        "maximize", description="Whether larger is better (default: minimize for loss and the costs).")
 
 
 class HpoConfig(Section):
@@ -272,7 +270,7 @@ class HpoConfig(Section):
         if len(self.objectives) > 1 and self.pruner != "none":
             raise ValueError("pruning needs a single objective; set hpo.pruner: none")
         if self.objectives[0].metric in ("trainable_params", "train_seconds"):
-            raise ValueError("the first objective must be a validation metric (macro_f1, accuracy, weighted_f1, loss)")
+            raise ValueError("the first objective must be a validation metric of the task, not a cost")
         if self.algorithm == "grid":
             bad = [k for k, p in self.space.items() if p.type != "categorical" and p.step is None]
             if bad:
@@ -293,22 +291,21 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _task_defaults(self) -> RunConfig:
+        from tuneforge.tasks.registry import task_spec
+
         task = self.model.task
+        spec = task_spec(task)
         if self.evaluation.baselines is None:
-            self.evaluation.baselines = list(BASELINES[task])
-        allowed = BASELINES[task]
-        wrong = [b for b in self.evaluation.baselines if b not in allowed]
+            self.evaluation.baselines = list(spec.baselines)
+        wrong = [b for b in self.evaluation.baselines if b not in spec.baselines]
         if wrong:
             raise ValueError(f"evaluation.baselines: {', '.join(wrong)} do not apply to task {task} "
-                             f"(allowed: {', '.join(allowed) or 'none'})")
+                             f"(allowed: {', '.join(spec.baselines) or 'none'})")
         early = self.train.early_stopping
-        wanted = {"token-classification": ("entity_f1", "loss"), "question-answering": ("f1", "exact_match", "loss"),
-                  "causal-lm": ("loss",), "seq2seq": ("loss",)}
-        if task in wanted and early is not None and early.metric not in wanted[task]:
-            if "metric" in early.model_fields_set:
-                raise ValueError(f"train.early_stopping.metric: {task} runs are selected by "
-                                 f"{' or '.join(wanted[task])} (set it to {wanted[task][0]})")
-            early.metric = wanted[task][0]
+        if early is not None:
+            early.metric = _selection_metric(early, spec, "train.early_stopping.metric")
+        for n, objective in enumerate(self.hpo.objectives if self.hpo else []):
+            _objective_for_task(objective, spec, f"hpo.objectives.{n}.metric")
         if task == "question-answering" and 3 * self.data.doc_stride >= self.data.max_length:
             raise ValueError(f"data.doc_stride: {self.data.doc_stride} leaves no room in a window of data.max_length "
                              f"{self.data.max_length} for the question and new context; use doc_stride below "
@@ -327,3 +324,23 @@ class RunConfig(Section):
         if not isinstance(value, dict):
             raise ValueError("must be a mapping with a 'name' key, e.g. {name: lora, r: 8}")
         return validate_method({"name": "lora", **value})
+
+
+def _selection_metric(section: BaseModel, spec: Any, where: str) -> str:
+    """A validation metric the task computes: the one set, or the task's first when none was set."""
+    metric = section.metric  # type: ignore[attr-defined]
+    if metric in spec.selection:
+        return metric
+    if "metric" in section.model_fields_set:
+        raise ValueError(f"{where}: {spec.name} runs compute {', '.join(spec.selection)} on validation, not "
+                         f"{metric!r} (set it to {spec.selection[0]})")
+    return spec.selection[0]
+
+
+def _objective_for_task(objective: Objective, spec: Any, where: str) -> None:
+    from tuneforge.tasks.registry import COSTS, direction
+
+    if objective.metric not in COSTS:
+        objective.metric = _selection_metric(objective, spec, where)
+    if "direction" not in objective.model_fields_set:
+        objective.direction = direction(objective.metric)  # type: ignore[assignment]

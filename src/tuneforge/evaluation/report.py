@@ -37,28 +37,19 @@ def write_report(run_dir: str | Path) -> Path:
     log = read_log(run_dir / "train_log.jsonl")
     config_text = (run_dir / "config.yaml").read_text()
     name = config_text.split("\n", 1)[0].removeprefix("name:").strip()
+    from tuneforge.tasks.registry import task_spec
+
+    task = task_spec(metrics.get("task", "sequence-classification"))  # runs before 0.2 wrote no task
+    return _page(run_dir, name, [f"<h1>tuneforge run: {html.escape(name)}</h1>",
+                                 *task.call("report", run_dir, metrics, data_report, params, log),
+                                 "<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>"])
+
+
+def classification_parts(run_dir: Path, metrics: dict[str, Any], data_report: dict[str, Any],
+                         params: dict[str, Any], log: list[dict[str, Any]]) -> list[str]:
+    """The sequence-classification sections of report.html."""
     test = metrics["test"]
-    if metrics.get("task") == "token-classification":
-        from tuneforge.evaluation.report_ner import ner_parts
-
-        return _page(run_dir, name, [f"<h1>tuneforge run: {html.escape(name)}</h1>",
-                                     *ner_parts(metrics, data_report, params, log),
-                                     "<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>"])
-    if metrics.get("task") == "question-answering":
-        from tuneforge.evaluation.report_qa import qa_parts
-
-        return _page(run_dir, name, [f"<h1>tuneforge run: {html.escape(name)}</h1>",
-                                     *qa_parts(run_dir, metrics, data_report, params, log),
-                                     "<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>"])
-    if metrics.get("task") in ("causal-lm", "seq2seq"):
-        from tuneforge.evaluation.report_generative import generative_parts
-
-        parts = [f"<h1>tuneforge run: {html.escape(name)}</h1>",
-                 *generative_parts(run_dir, metrics, data_report, params, log),
-                 "<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>"]
-        return _page(run_dir, name, parts)
-    parts = [
-        f"<h1>tuneforge run: {html.escape(name)}</h1>",
+    return [
         f"<p>Test split: {test['finetuned']['n']} examples, read once after training. Intervals: "
         f"{int(test['confidence'] * 100)}% bootstrap ({test['bootstrap_samples']} resamples, the same resamples "
         f"for every model). Run time {metrics.get('seconds', '?')} s.</p>",
@@ -69,9 +60,7 @@ def write_report(run_dir: str | Path) -> Path:
         "<h2>Confusion matrix (fine-tuned, test split)</h2>", _img(_confusion_plot(test["finetuned"])),
         _confusion_rates_table(test["finetuned"]["confusion_matrix"]),
         "<h2>Data</h2>", _data_section(data_report),
-        "<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>",
     ]
-    return _page(run_dir, name, parts)
 
 
 def _page(run_dir: Path, name: str, parts: list[str]) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+from pathlib import Path
 from typing import Any
 
 from tuneforge.evaluation.report import _comparison_table, _difference_table, _training_facts, _training_plots
@@ -12,7 +13,7 @@ from tuneforge.evaluation.report import _comparison_table, _difference_table, _t
 NER_SHOWN = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy")
 
 
-def ner_parts(metrics: dict[str, Any], data_report: dict[str, Any], params: dict[str, Any],
+def ner_parts(run_dir: Path, metrics: dict[str, Any], data_report: dict[str, Any], params: dict[str, Any],
               log: list[dict[str, Any]]) -> list[str]:
     test = metrics["test"]
     return [

@@ -25,7 +25,16 @@ def trials_table(study: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def write_hpo_report(study: Any, study_dir: Path, test_metrics: dict[str, Any] | None) -> Path:
+def _figure(figures: dict[str, Any], name: str) -> str:
+    value, interval = figures.get(name), figures.get(name + "_ci")
+    if value is None:
+        return ""
+    return f"{value:.4f}" + (f" <span class='ci'>[{interval[0]:.4f}, {interval[1]:.4f}]</span>" if interval else "")
+
+
+def write_hpo_report(study: Any, study_dir: Path, test_metrics: dict[str, Any] | None,
+                     shown: tuple[str, ...] = ("accuracy", "macro_f1")) -> Path:
+    """hpo_report.html; ``shown``: the task's test metrics for the best configuration's table."""
     trials = trials_table(study)
     parts = [f"<h1>tuneforge search: {html.escape(study.study_name)}</h1>",
              f"<p>{len(trials)} trials; objectives: "
@@ -35,11 +44,9 @@ def write_hpo_report(study: Any, study_dir: Path, test_metrics: dict[str, Any] |
     if test_metrics:
         fine = test_metrics["finetuned"]
         rows = "".join(
-            f"<tr><td>{name}</td><td>{fine[name]:.4f} <span class='ci'>[{fine[name + '_ci'][0]:.4f}, "
-            f"{fine[name + '_ci'][1]:.4f}]</span></td>"
-            + "".join(f"<td>{b[name]:.4f} <span class='ci'>[{b[name + '_ci'][0]:.4f}, {b[name + '_ci'][1]:.4f}]"
-                      f"</span></td>" for b in test_metrics["baselines"].values()) + "</tr>"
-            for name in ("accuracy", "macro_f1"))
+            f"<tr><td>{name}</td><td>{_figure(fine, name)}</td>"
+            + "".join(f"<td>{_figure(b, name)}</td>" for b in test_metrics["baselines"].values()) + "</tr>"
+            for name in shown if fine.get(name) is not None)
         head = "".join(f"<th>baseline: {html.escape(n)}</th>" for n in test_metrics["baselines"])
         parts.append(f"<h2>Best configuration on the test split</h2><table id='test'><tr><th>metric</th>"
                      f"<th>best configuration</th>{head}</tr>{rows}</table>")

@@ -58,9 +58,10 @@ def _hpo(config: RunConfig) -> HpoConfig:
     return config.hpo
 
 
-def run_trials(config: RunConfig, base: dict[str, Any], handle: StudyHandle,
+def run_trials(config: RunConfig, base: dict[str, Any], handle: StudyHandle, run: Callable[..., Any],
                log: Callable[[str], None] = print) -> None:
-    """Run trials until the study holds n_trials finished ones (shared across workers) or the timeout."""
+    """Run trials until the study holds n_trials finished ones (shared across workers) or the timeout. ``run`` is
+    the training recipe (``finetune``): a trial is one run of it without the test split."""
     import optuna
 
     hpo = _hpo(config)
@@ -78,7 +79,7 @@ def run_trials(config: RunConfig, base: dict[str, Any], handle: StudyHandle,
     budget = f", within {hpo.max_steps} training steps" if hpo.max_steps else ""
     log(f"study {study.study_name!r}: {done} finished trials, aiming for {hpo.n_trials}{budget} ({hpo.algorithm}, "
         f"pruner {hpo.pruner}) in {handle.storage_url}")
-    objective = _objective(config, base, handle.study_dir, log)
+    objective = _objective(config, base, handle.study_dir, run)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     callbacks = [optuna.study.MaxTrialsCallback(hpo.n_trials, states=finished), _progress(log)]
     if hpo.max_steps is not None:
@@ -103,9 +104,8 @@ def _stop_when_spent(max_steps: int) -> Callable[[Any, Any], None]:
 
 
 def _objective(config: RunConfig, base: dict[str, Any], study_dir: Path,
-               log: Callable[[str], None]) -> Callable[[Any], Any]:
+               finetune: Callable[..., Any]) -> Callable[[Any], Any]:
     from tuneforge.hpo.callbacks import PruningCallback
-    from tuneforge.pipelines.finetune import finetune
 
     hpo = _hpo(config)
     primary = hpo.objectives[0].metric

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import yaml
 
 from tuneforge.config.loader import dump_config
-from tuneforge.config.schema import GENERATIVE_TASKS, RunConfig
+from tuneforge.config.schema import RunConfig
 from tuneforge.io import atomic_write_json, atomic_write_text
 
 LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
@@ -36,7 +36,7 @@ def compare_methods(config: RunConfig, methods: list[str], output: str | Path,
             raise ConfigError(f"--methods: {exc}") from None
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    metric = "rougeL" if config.model.task in GENERATIVE_TASKS else "macro_f1"
+    metric = headline_metric(config)
     rows = []
     for name in methods:
         log(f"compare-methods: {name}")
@@ -44,6 +44,17 @@ def compare_methods(config: RunConfig, methods: list[str], output: str | Path,
         atomic_write_json(output / "compare.json", {"metric": metric, "runs": rows})  # partial results survive
     atomic_write_text(output / "compare.html", _page(rows, metric, config.name))
     return rows
+
+
+def headline_metric(config: RunConfig) -> str:
+    """The test metric the table compares: the task's headline (raw text, which has no generated answers, is
+    compared by perplexity)."""
+    from tuneforge.tasks.registry import task_spec
+
+    task = task_spec(config.model.task)
+    if task.name == "causal-lm" and config.data.dataset_format == "text":
+        return "perplexity"
+    return task.headline[0]
 
 
 def _method_config(config: RunConfig, name: str) -> dict[str, Any]:

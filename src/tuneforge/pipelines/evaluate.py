@@ -101,21 +101,28 @@ def write_predictions(path: Path, data: PreparedData, probabilities: np.ndarray)
 
 
 def evaluate_saved_run(run_dir: Path, config: RunConfig) -> dict[str, Any]:
-    """Score a finished run's saved model on the test split (for a search's best trial), add the test figures
-    to its metrics.json and write its report."""
+    """Score a finished run's saved model on the test split (for a search's best trial) the way its task scores
+    a run, add the test figures to its metrics.json and write its report."""
     import json
 
-    from tuneforge.data.prepare import prepare_data
     from tuneforge.evaluation.report import write_report
     from tuneforge.io import atomic_write_json
+    from tuneforge.tasks.registry import task_spec
+
+    task = task_spec(config.model.task)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics.update(task=task.name, **task.call("evaluate_saved", run_dir, config))
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    write_report(run_dir)
+    return metrics
+
+
+def evaluate_saved_classification(run_dir: Path, config: RunConfig) -> dict[str, Any]:
+    from tuneforge.data.prepare import prepare_data
     from tuneforge.models.assets import resolve_model
     from tuneforge.pipelines.predict import load_predictor
 
     predictor = load_predictor(run_dir)
     data = prepare_data(config.data, config.train.seed)
     resolved = resolve_model(config.model.name, config.model.revision)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    metrics.update(evaluate_run(predictor.model, predictor.tokenizer, data, config, resolved, run_dir, None))
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    write_report(run_dir)
-    return metrics
+    return evaluate_run(predictor.model, predictor.tokenizer, data, config, resolved, run_dir, None)

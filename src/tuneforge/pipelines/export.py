@@ -50,11 +50,11 @@ def export_run(run_dir: str | Path, output: str | Path, merge: bool = True) -> d
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     unmerged = _load_adapter_model(model_dir, meta, auto, base_kwargs).eval()
     sample = tokenizer(["The quick brown fox jumps over the lazy dog.", "Hello"], padding=True, return_tensors="pt")
-    inputs = _inputs(sample, meta, tokenizer)
+    inputs = _inputs(sample, unmerged)
     with torch.no_grad():
-        before = unmerged(**inputs).logits.float()
+        before = _outputs(unmerged(**inputs))
         merged = unmerged.merge_and_unload()
-        after = merged(**inputs).logits.float()
+        after = _outputs(merged(**inputs))
     difference = float((before - after).abs().max())
     if difference > TOLERANCE:
         raise UserError(f"merged outputs differ from unmerged ones by {difference:.2e} (> {TOLERANCE:g}); "
@@ -74,13 +74,18 @@ def _finish(staging: Path, output: Path, facts: dict[str, Any]) -> dict[str, Any
 
 
 def _auto_class(meta: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+    """The task's transformers class, and for a head sized by the run's labels (classes, tags) their names."""
+    import transformers
 
-    if meta["task"] == "sequence-classification":
-        labels = meta["labels"]
-        return AutoModelForSequenceClassification, {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-                                                    "label2id": {label: i for i, label in enumerate(labels)}}
-    return (AutoModelForCausalLM if meta["task"] == "causal-lm" else AutoModelForSeq2SeqLM), {}
+    from tuneforge.tasks.registry import task_spec
+
+    task = task_spec(meta["task"])
+    auto = getattr(transformers, task.auto_class)
+    if not task.labelled_head:
+        return auto, {}
+    labels = meta["labels"]
+    return auto, {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                  "label2id": {label: i for i, label in enumerate(labels)}}
 
 
 def _load_adapter_model(model_dir: Path, meta: dict[str, Any], auto: Any, base_kwargs: dict[str, Any]) -> Any:
@@ -98,8 +103,17 @@ def _load_adapter_model(model_dir: Path, meta: dict[str, Any], auto: Any, base_k
     return PeftModel.from_pretrained(base, str(model_dir))
 
 
-def _inputs(sample: Any, meta: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
+def _inputs(sample: Any, model: Any) -> dict[str, Any]:
     inputs = {"input_ids": sample["input_ids"], "attention_mask": sample["attention_mask"]}
-    if meta["task"] == "seq2seq":
+    if getattr(model.config, "is_encoder_decoder", False):
         inputs["decoder_input_ids"] = sample["input_ids"][:, :4]
     return inputs
+
+
+def _outputs(out: Any) -> Any:
+    """Every head's outputs as one float tensor: logits, or a span head's start and end logits side by side."""
+    import torch
+
+    if getattr(out, "logits", None) is not None:
+        return out.logits.float()
+    return torch.cat([out.start_logits.float(), out.end_logits.float()], dim=-1)

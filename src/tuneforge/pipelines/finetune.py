@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tuneforge.config.loader import dump_config
-from tuneforge.config.schema import GENERATIVE_TASKS, RunConfig
+from tuneforge.config.schema import RunConfig
 from tuneforge.io import atomic_write_json, atomic_write_text
 
 
@@ -29,8 +29,13 @@ class RunResult:
 
 ARTIFACTS = ["config.yaml", "data_report.json", "params.json", "metrics.json", "train_log.jsonl", "report.html",
              "predictions.csv", "predictions.jsonl"]
-HEADLINE = ("accuracy", "macro_f1", "weighted_f1", "entity_f1", "entity_precision", "entity_recall", "rougeL", "bleu", "chrf", "meteor", "exact_match", "f1", "ended_rate",
-            "perplexity")
+
+
+def headline_metrics() -> tuple[str, ...]:
+    """Every test metric some task shows in its summary: what a run logs to the tracker."""
+    from tuneforge.tasks.registry import all_specs
+
+    return tuple(dict.fromkeys(m for spec in all_specs() for m in (*spec.headline, *spec.shown)))
 
 
 def finetune(config: RunConfig, output: str | Path | None = None, resume: bool = False,
@@ -38,37 +43,30 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
              callbacks: list[Any] = (), tags: dict[str, str] | None = None, quiet: bool = False) -> RunResult:
     """One run. With ``evaluate_test=False`` (a search trial) the test split is never scored: the result holds
     validation metrics only."""
+    import torch
+
     from tuneforge.pipelines.run_dir import choose_run_dir
+    from tuneforge.tasks.registry import task_spec
     from tuneforge.tracking import open_tracker
 
     _quiet_libraries()
     started = time.time()
+    task = task_spec(config.model.task)
     run_dir = choose_run_dir(config.name, output or config.output_dir, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     log(f"run folder: {run_dir}")
-    atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    config = _check_memory(config, run_dir, log if not quiet else (lambda _line: None))  # settles every auto
+    atomic_write_text(run_dir / "config.yaml", dump_config(config))  # the full record of the run
     tracker = open_tracker(config.tracking, config.name, run_dir.name, {"tuneforge.run_dir": str(run_dir.resolve()),
                                                                        **(tags or {})})
     tracker.log_params(config.model_dump(mode="json", exclude={"hpo", "tracking"}))
-    config = _check_memory(config, run_dir, log if not quiet else (lambda _line: None))
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
     try:
-        if config.model.task in GENERATIVE_TASKS:
-            from tuneforge.pipelines.generative import run_generative
-
-            metrics = run_generative(config, run_dir, resume, log, evaluate_test, list(callbacks), tracker, quiet)
-        elif config.model.task == "token-classification":
-            from tuneforge.pipelines.token_classification import run_token_classification
-
-            metrics = run_token_classification(config, run_dir, resume, log, evaluate_test, list(callbacks), tracker,
-                                               quiet)
-        elif config.model.task == "question-answering":
-            from tuneforge.pipelines.question_answering import run_question_answering
-
-            metrics = run_question_answering(config, run_dir, resume, log, evaluate_test, list(callbacks), tracker,
-                                             quiet)
-        else:
-            metrics = _run(config, run_dir, resume, log, evaluate_test, list(callbacks), tracker, quiet)
-        metrics["seconds"] = round(time.time() - started, 1)
+        metrics = task.call("recipe", config, run_dir, resume, log, evaluate_test, list(callbacks), tracker, quiet)
+        metrics = {"task": task.name, **metrics, "seconds": round(time.time() - started, 1)}
+        params = json.loads((run_dir / "params.json").read_text())
+        tracker.log_metrics({"params_total": params["total"], "params_trainable": params["trainable"]})
         atomic_write_json(run_dir / "metrics.json", metrics)
         if evaluate_test:
             from tuneforge.evaluation.report import write_report
@@ -85,9 +83,9 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
     return RunResult(run_dir=run_dir, metrics=metrics, seconds=time.time() - started, tracking_run_id=tracker.run_id)
 
 
-def _run(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None], evaluate_test: bool,
-         callbacks: list[Any], tracker: Any, quiet: bool = False) -> dict[str, Any]:
-    import torch
+def run_classification(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None],
+                       evaluate_test: bool, callbacks: list[Any], tracker: Any, quiet: bool = False) -> dict[str, Any]:
+    """The sequence-classification recipe."""
     from transformers import set_seed
 
     from tuneforge.data.prepare import prepare_data
@@ -95,8 +93,6 @@ def _run(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], No
     from tuneforge.models.assets import resolve_model
     from tuneforge.models.inspection import count_parameters, parameter_line
     from tuneforge.models.loading import load_classifier, load_tokenizer
-    if config.train.num_threads:
-        torch.set_num_threads(config.train.num_threads)
 
     # data
     data = prepare_data(config.data, config.train.seed)
@@ -120,7 +116,6 @@ def _run(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], No
         raise ConfigError(f"method: {exc}") from None
     params = count_parameters(model)
     atomic_write_json(run_dir / "params.json", params)
-    tracker.log_metrics({"params_total": params["total"], "params_trainable": params["trainable"]})
     log(parameter_line(params, config.method.name))
 
     # train
@@ -198,13 +193,16 @@ def train_with_resume(model: Any, tokenizer: Any, train_set: list[dict[str, Any]
 
     method_checkpoints = bool(getattr(config.method, "gradient_checkpointing", False))  # qlora prepares its own
     checkpointing = config.train.gradient_checkpointing is True  # "auto" was decided by _check_memory
+    from tuneforge.tasks.registry import task_spec
+
+    task = task_spec(config.model.task)
     group = config.train.group_by_length
-    if group is None:  # by default, padded generative batches and NER sentences (a loss per token) are grouped
-        group = (config.model.task in GENERATIVE_TASKS and isinstance(collator, PaddedCollator)
-                 or config.model.task == "token-classification")
+    if group is None:  # by default, batches of a loss per token are grouped unless packing already fills rows
+        group = task.group_by_length and (collator is None or isinstance(collator, PaddedCollator)
+                                          or not task.next_token_loss)
     trainer = build_trainer(model, tokenizer, train_set, eval_set, config.train, num_labels, run_dir,
                             [TrackingCallback(tracker), *callbacks], config.tracking.extra, quiet, collator,
-                            metrics_fn, causal_lm=config.model.task == "causal-lm",
+                            metrics_fn, causal_lm=task.next_token_loss,
                             gradient_checkpointing=checkpointing and not method_checkpoints, group_by_length=group)
     if not exact_token_loss:
         # a model whose loss is a plain per-batch mean (EncoderDecoderModel) ignores num_items_in_batch: let the
@@ -239,7 +237,7 @@ def _headline(metrics: dict[str, Any]) -> dict[str, float]:
     """The figures a run list shows: test metrics with their baselines, the best validation metric, costs."""
     out: dict[str, float] = {}
     test = metrics.get("test", {})
-    for name in HEADLINE:
+    for name in headline_metrics():
         if isinstance(test.get("finetuned", {}).get(name), (int, float)):
             out[f"test_{name}"] = test["finetuned"][name]
             for baseline, figures in test.get("baselines", {}).items():

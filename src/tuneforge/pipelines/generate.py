@@ -64,24 +64,36 @@ class Generator:
 def load_generator(run_dir: str | Path, precision: str | None = None, **decoding: Any) -> Generator:
     """Load ``RUN_DIR/model``: a peft adapter on its base model, or a full model, with the run's template, computing
     in the run's precision unless ``precision`` says otherwise."""
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
-    from tuneforge.data.chat import ChatFormatter
 
     model_dir = Path(run_dir) / "model" if (Path(run_dir) / "model").is_dir() else Path(run_dir)
     meta_path = model_dir / "tuneforge.json"
     if not meta_path.exists():
         raise UserError(f"{run_dir}: not a tuneforge run folder (no model/tuneforge.json)")
     meta = json.loads(meta_path.read_text())
-    if meta["task"] not in ("causal-lm", "seq2seq"):
+    from tuneforge.tasks.registry import task_spec
+
+    if not task_spec(meta["task"]).generates:
         raise UserError(f"{run_dir}: a {meta['task']} run labels text; use tuneforge predict")
-    auto = AutoModelForCausalLM if meta["task"] == "causal-lm" else AutoModelForSeq2SeqLM
+    return load_generator_from_meta(model_dir, meta, precision, **decoding)
+
+
+def load_generator_from_meta(model_dir: Path, meta: dict[str, Any], precision: str | None = None,
+                             **decoding: Any) -> Generator:
+    """A generative run's model folder and its ``tuneforge.json`` as a :class:`Generator`."""
+    from transformers import AutoTokenizer
+
+    import transformers
+
+    from tuneforge.data.chat import ChatFormatter
+    from tuneforge.tasks.registry import task_spec
+
+    auto = getattr(transformers, task_spec(meta["task"]).auto_class)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     from tuneforge.models.trained import load_trained
 
     model = load_trained(model_dir, meta, auto, precision)
     formatter = None
-    if meta["task"] == "causal-lm":
+    if not model.config.is_encoder_decoder:  # a decoder reads its prompts through the run's chat template
         formatter = ChatFormatter(tokenizer, meta.get("template") if meta.get("template") != "tokenizer" else "auto")
     stop = meta.get("stop_token_ids") or [tokenizer.sep_token_id if tokenizer.sep_token_id is not None
                                           else tokenizer.eos_token_id]

@@ -62,8 +62,7 @@ def run_generative(config: RunConfig, run_dir: Path, resume: bool, log: Callable
         raise ConfigError(f"method: {exc}") from None
     params = count_parameters(model)
     atomic_write_json(run_dir / "params.json", params)
-    tracker.log_metrics({"params_total": params["total"], "params_trainable": params["trainable"],
-                         "padding_share": tokens["padding_share"]})
+    tracker.log_metrics({"padding_share": tokens["padding_share"]})
     log(parameter_line(params, config.method.name))
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -90,18 +89,38 @@ def run_generative(config: RunConfig, run_dir: Path, resume: bool, log: Callable
 
     if not evaluate_test:
         return {"task": task, "validation": best_checkpoint_info(trainer.state), "training": training}
+    metrics = _evaluate_test(model, tokenizer, formatter, data, encoded, config, run_dir, resolved)
+    return {"task": task, **metrics, "validation": best_checkpoint_info(trainer.state), "training": training}
+
+
+def _evaluate_test(model: Any, tokenizer: Any, formatter: ChatFormatter | None, data: GenerativeData,
+                   encoded: dict[str, Any], config: RunConfig, run_dir: Path, resolved: Any) -> dict[str, Any]:
+    """The test split against the baselines; the base model computes in the fine-tuned model's precision."""
+    from tuneforge.models.loading import load_generative
+    from tuneforge.models.precision import compute_in, precision_of
     from tuneforge.pipelines.evaluate_generative import TestSet, evaluate_generative, sample_for_generation
 
     sampled = sample_for_generation(data.splits["test"], config.evaluation.max_test_examples, config.train.seed)
     test = TestSet(sampled, _prompts(sampled, formatter, tokenizer, config), encoded["test"],
                    _prompts(_kept(data.splits["test"], encoded["test_kept"]), formatter, tokenizer, config)
-                   if seq2seq else None)
-    from tuneforge.models.precision import compute_in
+                   if config.model.task == "seq2seq" else None)
+    base_loader = lambda: compute_in(load_generative(resolved, config.model.task, config.model.revision,  # noqa: E731
+                                                     config.model.trust_remote_code), precision_of(model))
+    return evaluate_generative(model, base_loader, tokenizer, formatter, data, test, config, run_dir)
 
-    base_loader = lambda: compute_in(load_generative(resolved, task, config.model.revision,  # noqa: E731
-                                                     config.model.trust_remote_code), trainer.precision)
-    metrics = evaluate_generative(model, base_loader, tokenizer, formatter, data, test, config, run_dir)
-    return {"task": task, **metrics, "validation": best_checkpoint_info(trainer.state), "training": training}
+
+def evaluate_saved_generative(run_dir: Path, config: RunConfig) -> dict[str, Any]:
+    """The test scoring of a finished run's saved model (a search's best trial), as its run would have scored it."""
+    from tuneforge.models.assets import resolve_model
+    from tuneforge.pipelines.generate import load_generator
+
+    generator = load_generator(run_dir)
+    data = prepare_generative(config.data, config.train.seed)
+    seq2seq = config.model.task == "seq2seq"
+    formatter = None if (seq2seq or data.raw_text) else ChatFormatter(generator.tokenizer, config.data.template)
+    encoded, _lint = _encode(data, formatter, generator.tokenizer, config)
+    resolved = resolve_model(config.model.name, config.model.revision)
+    return _evaluate_test(generator.model, generator.tokenizer, formatter, data, encoded, config, run_dir, resolved)
 
 
 def _packing(config: RunConfig) -> bool:

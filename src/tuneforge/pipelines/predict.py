@@ -47,16 +47,21 @@ def read_model_meta(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
 
 
 def load_predictor(run_dir: str | Path, precision: str | None = None) -> Any:
-    """Load ``RUN_DIR/model`` (or a model folder itself): a peft adapter on its base, or a full model, computing in
-    the run's precision unless ``precision`` says otherwise. A question-answering run gives a
-    :class:`~tuneforge.pipelines.question_answering.QaPredictor` (``answer``)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    """Load ``RUN_DIR/model`` (or a model folder itself) as its task's predictor: a peft adapter on its base, or a
+    full model, computing in the run's precision unless ``precision`` says otherwise. A classification run gives a
+    :class:`Predictor` (``predict``), a token-classification run a tagger (``tag``), a question-answering run a
+    :class:`~tuneforge.pipelines.question_answering.QaPredictor` (``answer``), a generative run a generator
+    (``generate``)."""
+    from tuneforge.tasks.registry import task_spec
 
     model_dir, meta = read_model_meta(run_dir)
-    if meta.get("task") == "question-answering":
-        from tuneforge.pipelines.question_answering import load_qa_predictor
+    return task_spec(meta.get("task", "sequence-classification")).call("predictor", model_dir, meta, precision)
 
-        return load_qa_predictor(model_dir, meta, precision)
+
+def load_label_predictor(model_dir: Path, meta: dict[str, Any], precision: str | None = None) -> Predictor:
+    """A sequence-classification run's model: ``predict(texts)`` gives a label and probabilities per text."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     labels = meta["labels"]
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     from tuneforge.models.trained import load_trained

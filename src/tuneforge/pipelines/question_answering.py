@@ -21,7 +21,6 @@ LABEL_NAMES = ["start_positions", "end_positions"]
 
 def run_question_answering(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None],
                            evaluate_test: bool, callbacks: list[Any], tracker: Any, quiet: bool = False) -> dict:
-    import torch
     from transformers import DataCollatorWithPadding, set_seed
 
     from tuneforge.methods.registry import apply_method, load_kwargs
@@ -31,8 +30,6 @@ def run_question_answering(config: RunConfig, run_dir: Path, resume: bool, log: 
     from tuneforge.pipelines.evaluate import best_checkpoint_info
     from tuneforge.pipelines.finetune import save_model, train_with_resume
 
-    if config.train.num_threads:
-        torch.set_num_threads(config.train.num_threads)
     data = prepare_qa(config.data, config.train.seed)
     resolved = resolve_model(config.model.name, config.model.revision)
     tokenizer = load_tokenizer(resolved, config.model.revision, config.model.trust_remote_code)
@@ -214,3 +211,13 @@ def load_qa_predictor(model_dir: Path, meta: dict[str, Any], precision: str | No
         hf_logging.set_verbosity(verbosity)
     return QaPredictor(model.eval(), tokenizer, meta["max_length"], meta.get("doc_stride", 32),
                        meta.get("n_best", 20), meta.get("max_answer_length", 30))
+
+
+def evaluate_saved_qa(run_dir: Path, config: RunConfig) -> dict[str, Any]:
+    """The test scoring of a finished run's saved model (a search's best trial)."""
+    from tuneforge.pipelines.predict import read_model_meta
+
+    model_dir, meta = read_model_meta(run_dir)
+    predictor = load_qa_predictor(model_dir, meta)
+    data = prepare_qa(config.data, config.train.seed)
+    return evaluate_qa(predictor.model, predictor.tokenizer, data, config, run_dir)

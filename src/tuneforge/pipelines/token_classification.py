@@ -6,6 +6,7 @@ the memorization baseline, with bootstrap intervals."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -123,3 +124,43 @@ def evaluate_ner(model: Any, tokenizer: Any, data: NerData, config: RunConfig, r
         "finetuned_minus_baseline": {name: paired_ner_difference(gold, predicted, tags, types, indices, ev.confidence)
                                      for name, tags in baselines.items()},
         "confidence": ev.confidence, "bootstrap_samples": ev.bootstrap_samples}}
+
+
+@dataclass
+class TagPredictor:
+    """A trained token-classification run's model: ``tag(sentences)`` gives a tag per word; ``predict(texts)``
+    splits each text on whitespace first."""
+
+    model: Any
+    tokenizer: Any
+    labels: list[str]
+    max_length: int
+
+    def tag(self, sentences: list[list[str]]) -> list[list[str]]:
+        return predict_tags(self.model, self.tokenizer, sentences, self.labels, self.max_length)
+
+    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+        words = [text.split() for text in texts]
+        return [{"tokens": w, "tags": t} for w, t in zip(words, self.tag(words))]
+
+
+def load_tag_predictor(model_dir: Path, meta: dict[str, Any], precision: str | None = None) -> TagPredictor:
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from tuneforge.models.trained import load_trained
+
+    labels = meta["labels"]
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = load_trained(model_dir, meta, AutoModelForTokenClassification, precision, num_labels=len(labels),
+                         id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
+    return TagPredictor(model.eval(), tokenizer, labels, meta["max_length"])
+
+
+def evaluate_saved_ner(run_dir: Path, config: RunConfig) -> dict[str, Any]:
+    """The test scoring of a finished run's saved model (a search's best trial)."""
+    from tuneforge.pipelines.predict import read_model_meta
+
+    model_dir, meta = read_model_meta(run_dir)
+    predictor = load_tag_predictor(model_dir, meta)
+    data = prepare_ner(config.data, config.train.seed)
+    return evaluate_ner(predictor.model, predictor.tokenizer, data, config, run_dir)

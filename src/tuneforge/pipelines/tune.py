@@ -21,6 +21,7 @@ class TuneResult:
     best_values: list[float]
     test_metrics: dict[str, Any] | None
     trials: list[dict[str, Any]]
+    task: str = "sequence-classification"
 
 
 def tune(config: RunConfig, output: str | Path | None = None, storage: str | None = None,
@@ -43,7 +44,9 @@ def tune(config: RunConfig, output: str | Path | None = None, storage: str | Non
                                  handle.storage_url, "--output", str(study_dir), "--worker-only"])
                for _ in range(max(0, workers - 1))]
     base = config.model_dump(mode="json")
-    run_trials(config, base, handle, log)
+    from tuneforge.pipelines.finetune import finetune
+
+    run_trials(config, base, handle, finetune, log)
     for helper in helpers:
         helper.wait()
     if worker_only:
@@ -78,14 +81,16 @@ def finalize(config: RunConfig, base: dict[str, Any], handle: Any, log: Callable
     log(f"best trial {best.number}: {best.values} with {best.params} -> {handle.study_dir / 'best.yaml'}")
     # the test split, once, for the best configuration
     test_metrics = _test_best(config, best, best_yaml, handle.study_dir, log)
-    write_hpo_report(study, handle.study_dir, test_metrics)
+    from tuneforge.tasks.registry import task_spec
+
+    write_hpo_report(study, handle.study_dir, test_metrics, task_spec(config.model.task).shown)
     summary = {"study": study.study_name, "storage": handle.storage_url, "best_trial": best.number,
                "best_params": best.params, "best_values": best.values, "test": test_metrics,
                "trials": {state: sum(t["state"] == state for t in trials)
                           for state in ("COMPLETE", "PRUNED", "FAIL")},
                "total_steps": sum(t.get("steps") or 0 for t in trials)}
     atomic_write_json(handle.study_dir / "study.json", summary)
-    return TuneResult(handle.study_dir, best.params, list(best.values), test_metrics, trials)
+    return TuneResult(handle.study_dir, best.params, list(best.values), test_metrics, trials, config.model.task)
 
 
 def _test_best(config: RunConfig, best: Any, best_yaml: dict[str, Any], study_dir: Path,

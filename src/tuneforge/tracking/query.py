@@ -8,8 +8,16 @@ from tuneforge.config.schema import TrackingConfig
 from tuneforge.errors import UserError
 from tuneforge.tracking.base import tracking_uri
 
-HEADLINE = ("test_macro_f1", "test_macro_f1_majority", "test_macro_f1_linear_probe", "validation_best",
-            "train_seconds", "global_steps")
+COSTS = ("validation_best", "train_seconds", "global_steps")
+
+
+def headline_columns() -> tuple[str, ...]:
+    """The columns of a run list: each task's headline test metric with its baselines', then the costs."""
+    from tuneforge.tasks.registry import all_specs
+
+    columns = [f"test_{metric}{suffix}" for spec in all_specs() for metric in spec.headline
+               for suffix in ("", *(f"_{b}" for b in spec.baselines))]
+    return (*dict.fromkeys(columns), *COSTS)
 
 
 def _client(config: TrackingConfig) -> Any:

@@ -1,0 +1,25 @@
+"""Causal language modelling: instruction tuning of a decoder (chat data) or continued pretraining on raw text,
+scored by generation metrics and perplexity against the base model zero-shot and few-shot."""
+
+from tuneforge.tasks.registry import TaskSpec, register
+
+GENERATIVE_SHOWN = ("rougeL", "bleu", "chrf", "meteor", "exact_match", "ended_rate", "perplexity")
+
+register(TaskSpec(
+    name="causal-lm",
+    description="instruction tuning of a decoder, or continued pretraining on raw text",
+    baselines=("zero_shot", "few_shot"),
+    selection=("loss",),
+    headline=("rougeL", "perplexity"),  # raw text (continued pretraining) has perplexity only
+    shown=GENERATIVE_SHOWN,
+    auto_class="AutoModelForCausalLM",
+    group_by_length=True,
+    next_token_loss=True,
+    generates=True,
+    inputs=("text",),
+    labelled_head=False,
+    recipe="tuneforge.pipelines.generative:run_generative",
+    evaluate_saved="tuneforge.pipelines.generative:evaluate_saved_generative",
+    report="tuneforge.evaluation.report_generative:generative_parts",
+    predictor="tuneforge.pipelines.generate:load_generator_from_meta",
+))

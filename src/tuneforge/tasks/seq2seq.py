@@ -1,0 +1,24 @@
+"""Sequence to sequence: an encoder-decoder writes the answer to a source text, scored by generation metrics and
+perplexity against copying the input."""
+
+from tuneforge.tasks.causal_lm import GENERATIVE_SHOWN
+from tuneforge.tasks.registry import TaskSpec, register
+
+register(TaskSpec(
+    name="seq2seq",
+    description="an encoder-decoder writes a target text from a source text",
+    baselines=("copy_input",),
+    selection=("loss",),
+    headline=("rougeL", "perplexity"),
+    shown=GENERATIVE_SHOWN,
+    auto_class="AutoModelForSeq2SeqLM",
+    group_by_length=True,
+    next_token_loss=False,
+    generates=True,
+    inputs=("text",),
+    labelled_head=False,
+    recipe="tuneforge.pipelines.generative:run_generative",
+    evaluate_saved="tuneforge.pipelines.generative:evaluate_saved_generative",
+    report="tuneforge.evaluation.report_generative:generative_parts",
+    predictor="tuneforge.pipelines.generate:load_generator_from_meta",
+))
