@@ -93,7 +93,15 @@ def test_tiny_ner_run_end_to_end(tiny_bert, tmp_path):
     config["model"]["task"] = "token-classification"
     from tuneforge.pipelines.finetune import finetune
 
-    result = finetune(load_config(config), output=tmp_path / "run", log=lambda _: None)
+    config["train"]["num_threads"] = 1
+    import torch
+
+    torch.set_num_threads(2)
+    try:
+        result = finetune(load_config(config), output=tmp_path / "run", log=lambda _: None)
+        assert torch.get_num_threads() == 1  # train.num_threads holds for every task
+    finally:
+        torch.set_num_threads(1)
     test = result.metrics["test"]
     assert set(test["finetuned"]["per_type"]) == {"loc", "person"}
     assert test["finetuned"]["entity_f1"] > 0.5, test["finetuned"]

@@ -17,6 +17,7 @@ def trials_table(study: Any) -> list[dict[str, Any]]:
     for trial in study.get_trials(deepcopy=False):
         rows.append({"number": trial.number, "state": trial.state.name, "values": trial.values,
                      "params": trial.params, "steps": trial.user_attrs.get("steps"),
+                     "run_dir": trial.user_attrs.get("run_dir"),
                      "worker": trial.user_attrs.get("worker"), "stopped_by": trial.user_attrs.get("stopped_by"),
                      "fail_reason": trial.user_attrs.get("fail_reason")
                      or study.user_attrs.get(f"fail_reason_trial_{trial.number}"),
