@@ -1,4 +1,4 @@
-"""Predicted vs measured peak memory of fine-tuning runs (``tuneforge.models.memory``).
+"""Predicted vs measured peak memory of fine-tuning runs (``tuneforge.planning.memory``).
 
 For each model and method, a fresh Python process imports everything (torch, transformers, peft, bitsandbytes,
 tuneforge), takes its resident set size as the baseline, loads the model the way tuneforge does
@@ -171,7 +171,7 @@ def main() -> None:
 
     warnings.filterwarnings("ignore")
     from tuneforge.config import load_config
-    from tuneforge.models.memory import CPU_ALLOCATOR_RETENTION, MiB, estimate, measure_flops_per_second
+    from tuneforge.planning.memory import CPU_ALLOCATOR_RETENTION, MiB, estimate, measure_flops_per_second
 
     available = register_methods()
     flops_per_second = measure_flops_per_second(1.0)

@@ -13,7 +13,7 @@ import torch
 from tuneforge.methods.registry import available_methods
 
 available_methods()  # load the built-in methods first (a direct import below would otherwise stop that)
-from tuneforge.methods import adapter as A  # noqa: E402
+from tuneforge.methods import adapter_layers as A  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Version v4.12.0 introduces:FutureWarning")  # EncoderDecoderModel
 HIDDEN, FF, LAYERS, VOCAB, LABELS = 32, 64, 2, 100, 2

@@ -1,4 +1,4 @@
-"""The memory estimate (tuneforge.models.memory): exact parameter counts from meta-device models, activation
+"""The memory estimate (tuneforge.planning.memory): exact parameter counts from meta-device models, activation
 accounting checked against the tensors autograd really saves, quantized sizes, advice, the table, compute."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tuneforge.config import load_config  # noqa: E402
-from tuneforge.models import memory  # noqa: E402
-from tuneforge.models.memory import (Estimate, advise, available_memory, estimate,  # noqa: E402
+from tuneforge.planning import memory  # noqa: E402
+from tuneforge.planning.memory import (Estimate, advise, available_memory, estimate,  # noqa: E402
                                      measure_flops_per_second, seconds_per_epoch)
 
 
@@ -377,7 +377,7 @@ def test_estimate_command_and_the_warning_before_a_run(tiny_bert, tiny_csv, tmp_
 
     import yaml
 
-    import tuneforge.models.memory as memory
+    import tuneforge.planning.memory as memory
     from conftest import tiny_config
     from tuneforge.cli import main
     from tuneforge.config import load_config

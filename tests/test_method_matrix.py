@@ -182,7 +182,7 @@ def test_save_then_load_in_a_fresh_process_reproduces_outputs(trained):
     script = """
 import json, sys, torch, transformers
 from pathlib import Path
-from tuneforge.models.trained import load_trained
+from tuneforge.methods.trained import load_trained
 for folder in map(Path, sys.argv[1:]):
     meta = json.loads((folder / "tuneforge.json").read_text())
     auto = {"sequence-classification": transformers.AutoModelForSequenceClassification,

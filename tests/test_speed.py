@@ -148,7 +148,7 @@ def test_bf16_autocast_keeps_the_loss_curve_of_fp32(tiny_llama, chat_jsonl, tmp_
 
 def test_gradient_checkpointing_is_turned_on_only_when_the_run_would_not_fit(tiny_llama, chat_jsonl, tmp_path,
                                                                            monkeypatch):
-    import tuneforge.models.memory as memory
+    import tuneforge.planning.memory as memory
 
     config = load_config(generative_config(tiny_llama, chat_jsonl, train={"epochs": 1}, evaluation={"baselines": []}))
     without, with_gc = memory.estimate(config), memory.estimate(config, gradient_checkpointing=True)

@@ -27,10 +27,25 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train(sub)
+    _add_quickstart(sub)
+    _add_predict(sub)
+    _add_generate_and_chat(sub)
+    _add_compare_methods(sub)
+    _add_estimate(sub)
+    _add_export(sub)
+    _add_tune(sub)
+    _add_runs(sub)
+    _add_config(sub)
+    return parser
 
+
+def _add_train(sub: Any) -> None:
     train = sub.add_parser("train", help="fine-tune from a YAML config (train --help lists every config key)")
     _train_args(train)
 
+
+def _add_quickstart(sub: Any) -> None:
     quick = sub.add_parser("quickstart", help="fine-tune MiniLM on BBC News topics (or --task chat: SmolLM2 on "
                            "chatterbot Q/A) and compare with baselines")
     quick.add_argument("--task", choices=["classification", "chat"], default="classification",
@@ -38,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--output", help="run folder (default runs/quickstart-<task>-<timestamp>)")
     quick.add_argument("overrides", nargs="*", help="key.sub=value overrides of the quickstart config")
 
+
+def _add_predict(sub: Any) -> None:
     predict = sub.add_parser("predict", help="label text with a trained run")
     predict.add_argument("run_dir", help="run folder written by tuneforge train")
     group = predict.add_mutually_exclusive_group(required=True)
@@ -49,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--text-column", default="text", help="text column of --file (default: text)")
     _precision_arg(predict)
 
+
+def _add_generate_and_chat(sub: Any) -> None:
     for name, text in (("generate", "answer prompts with a trained generative run"),
                        ("chat", "chat with a trained generative run (streams tokens, keeps the conversation)")):
         p = sub.add_parser(name, help=text)
@@ -62,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--num-beams", type=int, help="beam search width")
         _precision_arg(p)
 
+
+def _add_compare_methods(sub: Any) -> None:
     compare = sub.add_parser("compare-methods", help="the same task with several methods: parameters, peak "
                              "memory, time, test metric")
     compare.add_argument("config", help="YAML run config")
@@ -70,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="comma-separated methods (default full,freeze,lora,qlora,adapter,prefix)")
     compare.add_argument("--output", help="folder (default runs/compare-<name>)")
 
+
+def _add_estimate(sub: Any) -> None:
     est = sub.add_parser("estimate", help="predict peak memory, FLOPs per token and time from the config alone")
     est.add_argument("config", help="YAML run config")
     est.add_argument("overrides", nargs="*", help="key.sub=value overrides")
@@ -78,11 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--num-labels", type=int, default=2, help="classes/tags of the task head (default 2)")
     est.add_argument("--tokens", type=int, help="training tokens per epoch, for the time estimate")
 
+
+def _add_export(sub: Any) -> None:
     export = sub.add_parser("export", help="merge an adapter into its base (a standalone HF model) or copy it")
     export.add_argument("run_dir", help="run folder written by tuneforge train")
     export.add_argument("--output", required=True, help="folder to write")
     export.add_argument("--merge", action="store_true", help="fold LoRA/DoRA/QLoRA/IA3 into the weights")
 
+
+def _add_tune(sub: Any) -> None:
     tune = sub.add_parser("tune", help="search hyperparameters (the config's hpo: section) with pruning")
     tune.add_argument("config", help="YAML run config with an hpo: section")
     tune.add_argument("overrides", nargs="*", help="key.sub=value overrides")
@@ -93,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--worker-only", action="store_true",
                       help="only run trials (another process writes best.yaml and scores the test split)")
 
+
+def _add_runs(sub: Any) -> None:
     runs = sub.add_parser("runs", help="tracked runs: list, show, compare, ui")
     runs_sub = runs.add_subparsers(dest="action", metavar="ACTION", required=True)
     runs_list = runs_sub.add_parser("list", help="recent runs with their headline metrics")
@@ -109,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tracking-dir", default="runs/mlflow", help="embedded store folder (default runs/mlflow)")
         p.add_argument("--tracking-uri", help="a remote MLflow server instead of the embedded store")
 
+
+def _add_config(sub: Any) -> None:
     config = sub.add_parser("config", help="validate or show a config; list every config key")
     config_sub = config.add_subparsers(dest="action", metavar="ACTION", required=True)
     for action, text in (("validate", "check a config and its overrides"),
@@ -117,7 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("config", help="YAML run config")
         p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     config_sub.add_parser("keys", help="every config key with its type, default and description")
-    return parser
 
 
 def _precision_arg(parser: argparse.ArgumentParser) -> None:
@@ -269,7 +299,7 @@ def _compare_methods(args: Any) -> int:
 
 def _estimate(args: Any) -> int:
     from tuneforge.config import load_config
-    from tuneforge.models.memory import advise, available_memory, estimate, measure_flops_per_second, \
+    from tuneforge.planning.memory import advise, available_memory, estimate, measure_flops_per_second, \
         seconds_per_epoch
 
     config = load_config(args.config, args.overrides)

@@ -44,3 +44,17 @@ def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record, default=_jsonable) + "\n")
         handle.flush()
+
+
+def cache_dir() -> Path:
+    """Where tuneforge keeps what it builds once (converted data sets, composed models): $TUNEFORGE_CACHE, else
+    ~/.cache/tuneforge."""
+    return Path(os.environ.get("TUNEFORGE_CACHE", Path.home() / ".cache" / "tuneforge"))
+
+
+def read_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """A run's train_log.jsonl (one JSON object per line); empty when there is none yet."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

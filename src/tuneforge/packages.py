@@ -47,7 +47,7 @@ def _chatterbot_jsonl(folder: Path) -> Path:
     import yaml
 
     from tuneforge.io import atomic_write_text
-    from tuneforge.models.assets import cache_dir
+    from tuneforge.io import cache_dir
 
     target = cache_dir() / "datasets" / "chatterbot-english.jsonl"
     if target.exists():

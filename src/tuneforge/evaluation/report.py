@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.io import atomic_write_text
-from tuneforge.training.callbacks import read_log
+from tuneforge.io import read_log
 
 SHOWN = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "weighted_f1")
 

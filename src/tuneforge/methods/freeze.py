@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import Field
 
 from tuneforge.config.schema import MethodConfig
-from tuneforge.methods.registry import ALL_TASKS, MethodSpec, register
+from tuneforge.methods.spec import ALL_TASKS, MethodSpec, register
+
+if TYPE_CHECKING:
+    import torch
 
 _NORM = re.compile(r"(^|\.)(layer_?norm|ln_?\w*|norm\w*|\w*_norm)(\.|$)", re.IGNORECASE)
 
@@ -50,6 +52,8 @@ def apply(model: torch.nn.Module, config: FreezeConfig, task: str) -> torch.nn.M
 
 def _layer_prefixes(model: torch.nn.Module) -> list[str]:
     """Name prefixes of the transformer blocks, input first: the longest ModuleList of the model."""
+    import torch
+
     best: tuple[str, torch.nn.ModuleList] | None = None
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.ModuleList) and (best is None or len(module) > len(best[1])):

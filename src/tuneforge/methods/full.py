@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 
 from tuneforge.config.schema import MethodConfig
-from tuneforge.methods.registry import ALL_TASKS, MethodSpec, register
+from tuneforge.methods.spec import ALL_TASKS, MethodSpec, register
+
+if TYPE_CHECKING:
+    import torch
 
 
 class FullConfig(MethodConfig):

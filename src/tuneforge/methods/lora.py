@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import Field
 
 from tuneforge.config.schema import MethodConfig
-from tuneforge.methods.registry import ALL_TASKS, MethodSpec, register
+from tuneforge.methods.spec import ALL_TASKS, MethodSpec, register
+
+if TYPE_CHECKING:
+    import torch
 
 _PEFT_TASK = {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS",
               "question-answering": "QUESTION_ANS", "causal-lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
@@ -63,6 +65,8 @@ def _layer_targets(model: torch.nn.Module, targets: list[str] | str | None, laye
     """The full names of the linear modules to adapt: those matching ``targets`` inside the chosen transformer
     blocks or outside every block (a pooler), never the task head (peft's ``layers_to_transform`` does not
     combine with all-linear)."""
+    import torch
+
     from tuneforge.methods.freeze import _layer_prefixes
 
     prefixes = _layer_prefixes(model)

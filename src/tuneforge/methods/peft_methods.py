@@ -4,14 +4,16 @@ they cannot share a packed row between examples: runs with them are not packed."
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import Field
 
 from tuneforge.config.schema import MethodConfig
 from tuneforge.methods.lora import _PEFT_TASK
-from tuneforge.methods.registry import ALL_TASKS, MethodSpec, register
+from tuneforge.methods.spec import ALL_TASKS, MethodSpec, register
+
+if TYPE_CHECKING:
+    import torch
 
 
 class PrefixConfig(MethodConfig):

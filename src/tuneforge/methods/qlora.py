@@ -5,14 +5,16 @@ for inference or merging (merging into 4-bit weights would lose quality)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import Field
 
 from tuneforge.methods.lora import LoraConfig
 from tuneforge.methods.lora import apply as apply_lora
-from tuneforge.methods.registry import ALL_TASKS, MethodSpec, register
+from tuneforge.methods.spec import ALL_TASKS, MethodSpec, register
+
+if TYPE_CHECKING:
+    import torch
 
 
 class QLoraConfig(LoraConfig):
@@ -42,6 +44,8 @@ def quantization_config(config: QLoraConfig) -> Any:
 
 
 def _compute_dtype(name: str) -> torch.dtype:
+    import torch
+
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
     return getattr(torch, name)
@@ -49,6 +53,8 @@ def _compute_dtype(name: str) -> torch.dtype:
 
 def load_kwargs(config: QLoraConfig) -> dict[str, Any]:
     """What ``from_pretrained`` needs to load the base already quantized."""
+    import torch
+
     return {"quantization_config": quantization_config(config),
             "device_map": {"": 0} if torch.cuda.is_available() else {"": "cpu"}}
 

@@ -1,19 +1,21 @@
 """The method registry: a name -> (config class, apply function). No scanning, no magic imports.
 
 A method module defines a pydantic config (subclass of :class:`MethodConfig`) and an ``apply(model, config,
-task)`` function that returns the model ready to train, then calls :func:`register`. This module imports no
-torch: configs validate instantly; ``apply`` functions import what they need when called.
+task)`` function that returns the model ready to train, then registers a :class:`~tuneforge.methods.spec.MethodSpec`.
+The built-in method modules are imported here, explicitly; they import no torch (configs validate instantly and
+``train --help`` stays light): ``apply`` functions import what they need when called.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import ValidationError
 
 from tuneforge.config.schema import MethodConfig
+from tuneforge.methods import adapter, freeze, full, lora, peft_methods, qlora  # noqa: F401  (each registers itself)
+from tuneforge.methods.spec import ALL_TASKS, METHODS as _METHODS, MethodSpec, register  # noqa: F401
 
 if TYPE_CHECKING:
     import torch
@@ -21,35 +23,11 @@ if TYPE_CHECKING:
 ApplyFn = Callable[["torch.nn.Module", MethodConfig, str], "torch.nn.Module"]
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    config_class: type[MethodConfig]
-    apply: str  # "module:function", imported on first use
-    tasks: tuple[str, ...]
-    description: str
-    load: str | None = None  # "module:function" giving extra from_pretrained kwargs (e.g. quantization)
-    packs: bool = True  # whether examples may share a packed row (not with virtual tokens prepended per row)
-    save: str | None = None  # "module:function(model, folder)" when the method does not save with save_pretrained
-
-
-_METHODS: dict[str, MethodSpec] = {}
-ALL_TASKS = ("sequence-classification", "token-classification", "question-answering", "causal-lm", "seq2seq")
-
-
-def register(spec: MethodSpec) -> None:
-    if spec.name in _METHODS:
-        raise ValueError(f"method {spec.name!r} is registered twice")
-    _METHODS[spec.name] = spec
-
-
 def available_methods() -> list[str]:
-    _load_builtin()
     return sorted(_METHODS)
 
 
 def spec_for(name: str) -> MethodSpec:
-    _load_builtin()
     if name not in _METHODS:
         raise ValueError(f"unknown method {name!r} (allowed: {', '.join(sorted(_METHODS))})")
     return _METHODS[name]
@@ -100,13 +78,3 @@ def load_kwargs(config: MethodConfig) -> dict[str, Any]:
         return {}
     module_name, _, function = spec.load.partition(":")
     return getattr(importlib.import_module(module_name), function)(config)
-
-
-_BUILTIN_LOADED = [False]
-
-
-def _load_builtin() -> None:
-    """Import the built-in method modules once (each registers itself), whichever was imported first."""
-    if not _BUILTIN_LOADED[0]:
-        _BUILTIN_LOADED[0] = True
-        from tuneforge.methods import adapter, freeze, full, lora, peft_methods, qlora  # noqa: F401

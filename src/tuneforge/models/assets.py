@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import UserError
+from tuneforge.io import cache_dir
 from tuneforge.packages import package_dir
 
 # short name -> (python package that ships it, folder inside the package, gguf file name or None)
@@ -24,10 +25,6 @@ class ResolvedModel:
     path: str  # a folder or hub id that from_pretrained accepts
     source: str  # local | offline | hub
     gguf_file: str | None = None
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("TUNEFORGE_CACHE", Path.home() / ".cache" / "tuneforge"))
 
 
 def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:

@@ -144,7 +144,7 @@ def _check_memory(config: RunConfig, run_dir: Path, log: Callable[[str], None]) 
     the run (checkpointing stays off)."""
     import torch
 
-    from tuneforge.models.memory import SAFETY_MARGIN, advise, available_memory, estimate
+    from tuneforge.planning.memory import SAFETY_MARGIN, advise, available_memory, estimate
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     auto = config.train.gradient_checkpointing == "auto"

@@ -89,7 +89,7 @@ def load_generator_from_meta(model_dir: Path, meta: dict[str, Any], precision: s
 
     auto = getattr(transformers, task_spec(meta["task"]).auto_class)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    from tuneforge.models.trained import load_trained
+    from tuneforge.methods.trained import load_trained
 
     model = load_trained(model_dir, meta, auto, precision)
     formatter = None

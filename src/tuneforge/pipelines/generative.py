@@ -6,7 +6,6 @@ lint) -> pack -> model -> method -> train -> evaluate (fine-tuned vs the base mo
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable
 

@@ -64,7 +64,7 @@ def load_label_predictor(model_dir: Path, meta: dict[str, Any], precision: str |
 
     labels = meta["labels"]
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    from tuneforge.models.trained import load_trained
+    from tuneforge.methods.trained import load_trained
 
     model = load_trained(model_dir, meta, AutoModelForSequenceClassification, precision, num_labels=len(labels),
                          id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},

@@ -200,7 +200,7 @@ def load_qa_predictor(model_dir: Path, meta: dict[str, Any], precision: str | No
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from tuneforge.models.trained import load_trained
+    from tuneforge.methods.trained import load_trained
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     verbosity = hf_logging.get_verbosity()

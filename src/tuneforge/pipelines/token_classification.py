@@ -147,7 +147,7 @@ class TagPredictor:
 def load_tag_predictor(model_dir: Path, meta: dict[str, Any], precision: str | None = None) -> TagPredictor:
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from tuneforge.models.trained import load_trained
+    from tuneforge.methods.trained import load_trained
 
     labels = meta["labels"]
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))

@@ -1,7 +1,7 @@
 """Causal language modelling: instruction tuning of a decoder (chat data) or continued pretraining on raw text,
 scored by generation metrics and perplexity against the base model zero-shot and few-shot."""
 
-from tuneforge.tasks.registry import TaskSpec, register
+from tuneforge.tasks.spec import TaskSpec, register
 
 GENERATIVE_SHOWN = ("rougeL", "bleu", "chrf", "meteor", "exact_match", "ended_rate", "perplexity")
 

@@ -1,7 +1,7 @@
 """Extractive question answering: the answer's span in a context, scored by SQuAD F1 and exact match against the
 sliding-window baseline (the context sentence sharing the most words with the question)."""
 
-from tuneforge.tasks.registry import TaskSpec, register
+from tuneforge.tasks.spec import TaskSpec, register
 
 register(TaskSpec(
     name="question-answering",

@@ -2,7 +2,7 @@
 perplexity against copying the input."""
 
 from tuneforge.tasks.causal_lm import GENERATIVE_SHOWN
-from tuneforge.tasks.registry import TaskSpec, register
+from tuneforge.tasks.spec import TaskSpec, register
 
 register(TaskSpec(
     name="seq2seq",

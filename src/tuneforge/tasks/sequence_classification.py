@@ -1,7 +1,7 @@
 """Sequence classification: a label per text, scored by macro-F1 against the majority class and a linear probe on
 the frozen base model's embeddings."""
 
-from tuneforge.tasks.registry import TaskSpec, register
+from tuneforge.tasks.spec import TaskSpec, register
 
 register(TaskSpec(
     name="sequence-classification",

@@ -1,7 +1,7 @@
 """Token classification (NER): a BIO tag per word, scored by entity-level F1 against memorization (each word's most
 frequent training tag)."""
 
-from tuneforge.tasks.registry import TaskSpec, register
+from tuneforge.tasks.spec import TaskSpec, register
 
 register(TaskSpec(
     name="token-classification",

@@ -56,15 +56,6 @@ def artifact_root(config: TrackingConfig) -> str | None:
     return None if config.uri else (Path(config.dir).expanduser().resolve() / "artifacts").as_uri()
 
 
-def open_tracker(config: TrackingConfig, experiment: str, run_name: str, tags: dict[str, str] | None = None) -> Tracker:
-    if not config.enabled:
-        return NullTracker()
-    from tuneforge.tracking.mlflow_tracker import MlflowTracker
-
-    return MlflowTracker(tracking_uri(config), artifact_root(config), config.experiment or experiment, run_name,
-                         tags or {})
-
-
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested dict -> {"a.b.c": value}; lists become strings."""
     flat: dict[str, Any] = {}

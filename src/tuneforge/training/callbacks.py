@@ -25,15 +25,6 @@ class JsonlLogCallback(TrainerCallback):
                                  "time_s": round(time.time() - self.start, 2), **logs})
 
 
-def read_log(path: str | Path) -> list[dict[str, Any]]:
-    import json
-
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 class TrackingCallback(TrainerCallback):
     """Send the Trainer's logs (loss, learning rate, validation metrics) to the run's tracker, step by step."""
 

@@ -37,7 +37,7 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
     model (validation loss only: no logits are kept). ``causal_lm``: next-token loss with the LM head computed
     at labelled positions only (not with virtual-token methods, whose rows peft extends)."""
     import torch
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback
 
     from tuneforge.training.speed import SpeedMeter, flops_model, matmul_peak
     from tuneforge.training.trainer import TuneforgeTrainer
@@ -48,42 +48,8 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
 
     early = config.early_stopping
     metric = early.metric if early else ("loss" if generative else "entity_f1" if metrics_fn else "macro_f1")
-    args = TrainingArguments(
-        output_dir=str(run_dir / "checkpoints"),
-        num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.eval_batch_size or 2 * config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the total steps
-        lr_scheduler_type=config.lr_scheduler,
-        max_grad_norm=config.max_grad_norm,
-        seed=config.seed,
-        data_seed=config.seed,
-        eval_strategy=config.eval_strategy,
-        eval_steps=config.eval_steps,
-        save_strategy=config.eval_strategy,
-        save_steps=config.eval_steps,
-        save_total_limit=config.save_total_limit,
-        load_best_model_at_end=True,
-        metric_for_best_model=f"eval_{metric}",
-        greater_is_better=metric != "loss",
-        logging_strategy="steps",
-        logging_steps=config.logging_steps,
-        report_to=list(report_to),
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        prediction_loss_only=generative,
-        label_names=["labels"],
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=not cuda,
-        activation_checkpointing=gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
-        train_sampling_strategy="group_by_length" if group_by_length else "random",
-        optim="adamw_torch_fused",
-    )
+    args = _training_arguments(config, run_dir, metric, generative, precision, cuda, report_to,
+                               gradient_checkpointing, group_by_length)
     callbacks: list[Any] = [JsonlLogCallback(run_dir / "train_log.jsonl"), NanGuardCallback(), *extra_callbacks]
     if early:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=early.patience,
@@ -117,6 +83,51 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
         trainer.remove_callback(ProgressCallback)
         trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def _training_arguments(config: TrainConfig, run_dir: Path, metric: str, generative: bool, precision: str,
+                        cuda: bool, report_to: list[str], gradient_checkpointing: bool, group_by_length: bool) -> Any:
+    """transformers' TrainingArguments from the run's train section: validation and checkpoints on the same
+    schedule, the best checkpoint by ``metric`` restored at the end, autocast in ``precision``."""
+    from transformers import TrainingArguments
+
+    args = TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size or 2 * config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the total steps
+        lr_scheduler_type=config.lr_scheduler,
+        max_grad_norm=config.max_grad_norm,
+        seed=config.seed,
+        data_seed=config.seed,
+        eval_strategy=config.eval_strategy,
+        eval_steps=config.eval_steps,
+        save_strategy=config.eval_strategy,
+        save_steps=config.eval_steps,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model=f"eval_{metric}",
+        greater_is_better=metric != "loss",
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        report_to=list(report_to),
+        dataloader_num_workers=0,
+        dataloader_pin_memory=cuda,
+        prediction_loss_only=generative,
+        label_names=["labels"],
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not cuda,
+        activation_checkpointing=gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        optim="adamw_torch_fused",
+    )
+    return args
 
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}

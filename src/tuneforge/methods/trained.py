@@ -39,7 +39,7 @@ def _load(model_dir: Path, meta: dict[str, Any], auto: Any, **base_kwargs: Any) 
 
         return PeftModel.from_pretrained(base(), str(model_dir))
     if (model_dir / "tuneforge_adapter.json").exists():
-        from tuneforge.methods.adapter import load_adapter
+        from tuneforge.methods.adapter_layers import load_adapter
 
         return load_adapter(base(), model_dir)
     model = auto.from_pretrained(str(model_dir))

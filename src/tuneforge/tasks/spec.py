@@ -1,0 +1,55 @@
+"""What a task is: its spec and the call that registers it. Imports no torch and no task module."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
+COSTS = ("trainable_params", "train_seconds")  # search objectives that are costs, not validation metrics
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    description: str
+    baselines: tuple[str, ...]  # scored on the same test split; all of them by default
+    selection: tuple[str, ...]  # validation metrics that select the best checkpoint and drive a search; first: default
+    headline: tuple[str, ...]  # the one test metric a summary shows: the first one a run has
+    shown: tuple[str, ...]  # test metrics of the console summary
+    auto_class: str  # the transformers Auto class of its model (export, predictors)
+    labelled_head: bool  # its head is sized by the run's labels (classes or tags)
+    group_by_length: bool  # a loss per token: batches of similar length waste less padding (unless packed)
+    next_token_loss: bool  # a decoder's next-token loss (the LM head computed at labelled positions only)
+    generates: bool  # its model writes text (generate, chat), rather than labelling it (predict)
+    inputs: tuple[str, ...]  # what its predictor reads per example: ("text",), or ("question", "context")
+    recipe: str  # run(config, run_dir, resume, log, evaluate_test, callbacks, tracker, quiet) -> metrics
+    evaluate_saved: str  # (run_dir, config) -> test metrics of a finished run's saved model (a search's best trial)
+    report: str  # (run_dir, metrics, data_report, params, log) -> HTML parts of report.html
+    predictor: str  # (model_dir, meta, precision) -> an object with the task's predict method
+
+    def headline_of(self, figures: dict[str, Any]) -> str:
+        """The headline metric that ``figures`` (a model's test metrics) has."""
+        return next((m for m in self.headline if figures.get(m) is not None), self.headline[0])
+
+    def call(self, hook: str, *args: Any, **kwargs: Any) -> Any:
+        return resolve(getattr(self, hook))(*args, **kwargs)
+
+
+TASKS: dict[str, TaskSpec] = {}
+
+
+def register(spec: TaskSpec) -> None:
+    if spec.name in TASKS:
+        raise ValueError(f"task {spec.name!r} is registered twice")
+    TASKS[spec.name] = spec
+
+
+def resolve(reference: str) -> Callable[..., Any]:
+    module_name, _, function = reference.partition(":")
+    return getattr(importlib.import_module(module_name), function)
+
+
+def direction(metric: str) -> str:
+    return "minimize" if metric in LOWER_IS_BETTER or metric in COSTS else "maximize"
