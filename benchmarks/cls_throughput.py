@@ -182,7 +182,7 @@ def train_plain(name: str, config: Any, data: Any, clock: StepClock, output: Pat
 
 
 def predict(model: Any, tokenizer: Any, data: Any, max_length: int) -> list[int]:
-    from tuneforge.training.engine import predict_logits
+    from tuneforge.tasks.sequence_classification import predict_logits
 
     return predict_logits(model, tokenizer, data.texts("test"), max_length).argmax(axis=1).tolist()
 

@@ -110,7 +110,7 @@ def article_losses(run_dir: Path, data: object, max_length: int) -> list[float]:
     import numpy as np
 
     from tuneforge import load_predictor
-    from tuneforge.training.engine import predict_logits
+    from tuneforge.tasks.sequence_classification import predict_logits
 
     predictor = load_predictor(run_dir)
     logits = predict_logits(predictor.model, predictor.tokenizer, data.texts("validation"), max_length)

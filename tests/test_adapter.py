@@ -243,5 +243,5 @@ def test_registered():
     from tuneforge.methods.registry import spec_for, validate_method
 
     spec = spec_for("adapter")
-    assert spec.config_class is A.AdapterConfig and spec.save == "tuneforge.methods.adapter:save_adapter"
+    assert spec.config_class is A.AdapterConfig and spec.save == "tuneforge.methods.adapter_layers:save_adapter"
     assert validate_method({"name": "adapter", "kind": "houlsby"}).kind == "houlsby"

@@ -134,17 +134,17 @@ def test_grid_needs_discrete_values(tiny_bert, tiny_csv):
 
 
 def test_the_test_split_is_read_once_after_the_search(tiny_bert, tiny_csv, tmp_path, monkeypatch):
-    import tuneforge.pipelines.evaluate as evaluate
+    import tuneforge.tasks.sequence_classification as evaluate
 
     calls = []
-    original = evaluate.evaluate_run
+    original = evaluate.evaluate
 
     def spy(*args, **kwargs):
         study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}")
         calls.append([t.state.name for t in study.trials])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate, "evaluate_run", spy)
+    monkeypatch.setattr(evaluate, "evaluate", spy)
     hpo = {"algorithm": "grid", "space": {"train.learning_rate": LR}}
     result = tune(load_config(study_config(tiny_bert, tiny_csv, hpo, epochs=1)), output=tmp_path / "s",
                   log=lambda _: None)
@@ -278,11 +278,11 @@ def test_two_workers_share_one_study_in_postgresql(tiny_bert, tiny_csv, tmp_path
 
 
 def test_hyperband_pruning_and_retraining_the_best(tiny_bert, tiny_csv, tmp_path, monkeypatch):
-    import tuneforge.pipelines.evaluate as evaluate
+    import tuneforge.tasks.sequence_classification as evaluate
 
     calls = []
-    original = evaluate.evaluate_run
-    monkeypatch.setattr(evaluate, "evaluate_run", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = evaluate.evaluate
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: calls.append(1) or original(*a, **k))
     hpo = {"algorithm": "bayesian", "n_trials": 4, "pruner": "hyperband", "retrain_best": True,
            "space": {"train.learning_rate": {"type": "float", "low": 1e-6, "high": 5e-2, "log": True}}}
     result = tune(load_config(study_config(tiny_bert, tiny_csv, hpo, epochs=3)), output=tmp_path / "s",

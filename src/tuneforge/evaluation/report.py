@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.io import atomic_write_text
-from tuneforge.io import read_log
 
 SHOWN = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "weighted_f1")
 
@@ -27,22 +26,6 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.ci{color:#7
 
 def fmt(value: float) -> str:
     return f"{value:.4f}"
-
-
-def write_report(run_dir: str | Path) -> Path:
-    run_dir = Path(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    data_report = json.loads((run_dir / "data_report.json").read_text())
-    params = json.loads((run_dir / "params.json").read_text())
-    log = read_log(run_dir / "train_log.jsonl")
-    config_text = (run_dir / "config.yaml").read_text()
-    name = config_text.split("\n", 1)[0].removeprefix("name:").strip()
-    from tuneforge.tasks.registry import task_spec
-
-    task = task_spec(metrics.get("task", "sequence-classification"))  # runs before 0.2 wrote no task
-    return _page(run_dir, name, [f"<h1>tuneforge run: {html.escape(name)}</h1>",
-                                 *task.call("report", run_dir, metrics, data_report, params, log),
-                                 "<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>"])
 
 
 def classification_parts(run_dir: Path, metrics: dict[str, Any], data_report: dict[str, Any],
@@ -63,7 +46,7 @@ def classification_parts(run_dir: Path, metrics: dict[str, Any], data_report: di
     ]
 
 
-def _page(run_dir: Path, name: str, parts: list[str]) -> Path:
+def page(run_dir: Path, name: str, parts: list[str]) -> Path:
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>tuneforge: {html.escape(name)}</title>"
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
     return atomic_write_text(run_dir / "report.html", page)

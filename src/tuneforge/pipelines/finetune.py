@@ -63,13 +63,13 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     try:
-        metrics = task.call("recipe", config, run_dir, resume, log, evaluate_test, list(callbacks), tracker, quiet)
+        metrics = run_task(config, run_dir, resume, log, evaluate_test, list(callbacks), tracker, quiet)
         metrics = {"task": task.name, **metrics, "seconds": round(time.time() - started, 1)}
         params = json.loads((run_dir / "params.json").read_text())
         tracker.log_metrics({"params_total": params["total"], "params_trainable": params["trainable"]})
         atomic_write_json(run_dir / "metrics.json", metrics)
         if evaluate_test:
-            from tuneforge.evaluation.report import write_report
+            from tuneforge.pipelines.report import write_report
 
             write_report(run_dir)
         tracker.log_metrics(_headline(metrics))
@@ -83,58 +83,59 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
     return RunResult(run_dir=run_dir, metrics=metrics, seconds=time.time() - started, tracking_run_id=tracker.run_id)
 
 
-def run_classification(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None],
-                       evaluate_test: bool, callbacks: list[Any], tracker: Any, quiet: bool = False) -> dict[str, Any]:
-    """The sequence-classification recipe."""
+def run_task(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None], evaluate_test: bool,
+             callbacks: list[Any], tracker: Any, quiet: bool = False) -> dict[str, Any]:
+    """The recipe, the same for every task; the task's spec supplies the steps that differ."""
     from transformers import set_seed
 
-    from tuneforge.data.prepare import prepare_data
-    from tuneforge.methods.registry import apply_method, load_kwargs
     from tuneforge.models.assets import resolve_model
     from tuneforge.models.inspection import count_parameters, parameter_line
-    from tuneforge.models.loading import load_classifier, load_tokenizer
+    from tuneforge.models.loading import load_tokenizer
+    from tuneforge.pipelines.evaluate import best_checkpoint_info
+    from tuneforge.tasks.registry import task_spec
 
+    task = task_spec(config.model.task)
     # data
-    data = prepare_data(config.data, config.train.seed)
     resolved = resolve_model(config.model.name, config.model.revision)
     tokenizer = load_tokenizer(resolved, config.model.revision, config.model.trust_remote_code)
-    datasets, lengths = _tokenize_splits(data, tokenizer, config.data.max_length)
-    data.report["token_lengths"] = lengths
-    data.report["model"] = {"name": resolved.name, "path": resolved.path, "source": resolved.source}
-    atomic_write_json(run_dir / "data_report.json", data.report)
-    log(_data_summary(data.report))
-
+    data = task.call("prepare", config, tokenizer, resolved)
     # model + method (seeded before the head and the adapter are created)
     set_seed(config.train.seed)
-    model = load_classifier(resolved, data.labels, tokenizer, config.model.revision, config.model.trust_remote_code,
-                            **load_kwargs(config.method))
-    try:
-        model = apply_method(model, config.method, config.model.task)
-    except ValueError as exc:
-        from tuneforge.errors import ConfigError
-
-        raise ConfigError(f"method: {exc}") from None
+    model = task.call("load_model", resolved, data, config, tokenizer)
+    atomic_write_json(run_dir / "data_report.json", data.report)
+    log(data.summary)
+    for warning in data.warnings:
+        log(f"warning: {warning}")
+    model = _apply_method(model, config)
     params = count_parameters(model)
     atomic_write_json(run_dir / "params.json", params)
+    tracker.log_metrics(data.tracked)
     log(parameter_line(params, config.method.name))
-
     # train
-    trainer, train_seconds = train_with_resume(model, tokenizer, datasets["train"], datasets["validation"], config,
-                                               run_dir, resume, log, callbacks, tracker, quiet,
-                                               num_labels=len(data.labels))
+    parts = task.call("trainer_parts", model, tokenizer, data, config)
+    trainer, train_seconds = train_with_resume(model, tokenizer, data.train, data.validation, config, run_dir, resume,
+                                               log, callbacks, tracker, quiet, parts)
     model = trainer.model
-    save_model(model, tokenizer, run_dir / "model", resolved.path, config, data.labels)
-
-    from tuneforge.pipelines.evaluate import best_checkpoint_info, evaluate_run
-
+    save_model(model, tokenizer, run_dir / "model", resolved.path, config, data.labels, data.meta)
     training = {"global_steps": trainer.state.global_step, "epochs_run": round(trainer.state.epoch or 0.0, 3),
                 "max_epochs": config.train.epochs, "method": config.method.name,
                 "train_seconds": round(train_seconds, 2), "params_trainable": params["trainable"],
-                "speed": trainer.speed_summary}
-    if not evaluate_test:
-        return {"validation": best_checkpoint_info(trainer.state), "training": training}
+                **data.training, "speed": trainer.speed_summary}
+    result = {"validation": best_checkpoint_info(trainer.state), "training": training}
     # evaluate: the test split is read here, once
-    return {**evaluate_run(model, tokenizer, data, config, resolved, run_dir, trainer.state), "training": training}
+    if evaluate_test:
+        result.update(task.call("evaluate", model, tokenizer, data, config, run_dir, resolved))
+    return result
+
+
+def _apply_method(model: Any, config: RunConfig) -> Any:
+    from tuneforge.errors import ConfigError
+    from tuneforge.methods.registry import apply_method
+
+    try:
+        return apply_method(model, config.method, config.model.task)
+    except ValueError as exc:
+        raise ConfigError(f"method: {exc}") from None
 
 
 def _check_memory(config: RunConfig, run_dir: Path, log: Callable[[str], None]) -> RunConfig:
@@ -179,13 +180,11 @@ def _with_checkpointing(config: RunConfig, on: bool) -> RunConfig:
     return resolved
 
 
-def train_with_resume(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], eval_set: list[dict[str, Any]],
-                      config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None],
-                      callbacks: list[Any], tracker: Any, quiet: bool, num_labels: int = 0, collator: Any = None,
-                      exact_token_loss: bool = True, metrics_fn: Any = None,
-                      setup: Callable[[Any], None] | None = None) -> tuple[Any, float]:
-    """Build the Trainer, continue from the last checkpoint when resuming, train; returns it and the seconds.
-    ``setup(trainer)`` runs before training, for a task that needs more of the Trainer (QA: its label names)."""
+def train_with_resume(model: Any, tokenizer: Any, train_set: list[Any], eval_set: list[Any], config: RunConfig,
+                      run_dir: Path, resume: bool, log: Callable[[str], None], callbacks: list[Any], tracker: Any,
+                      quiet: bool, parts: Any) -> tuple[Any, float]:
+    """Build the Trainer with the task's ``parts`` (collator, validation metrics), continue from the last checkpoint
+    when resuming, train; returns it and the seconds."""
     from tuneforge.training.callbacks import TrackingCallback
     from tuneforge.training.engine import build_trainer, last_checkpoint
 
@@ -196,20 +195,21 @@ def train_with_resume(model: Any, tokenizer: Any, train_set: list[dict[str, Any]
     from tuneforge.tasks.registry import task_spec
 
     task = task_spec(config.model.task)
+    collator = parts.collator
     group = config.train.group_by_length
     if group is None:  # by default, batches of a loss per token are grouped unless packing already fills rows
         group = task.group_by_length and (collator is None or isinstance(collator, PaddedCollator)
                                           or not task.next_token_loss)
-    trainer = build_trainer(model, tokenizer, train_set, eval_set, config.train, num_labels, run_dir,
+    trainer = build_trainer(model, tokenizer, train_set, eval_set, config.train, parts.num_labels, run_dir,
                             [TrackingCallback(tracker), *callbacks], config.tracking.extra, quiet, collator,
-                            metrics_fn, causal_lm=task.next_token_loss,
+                            parts.metrics_fn, causal_lm=task.next_token_loss,
                             gradient_checkpointing=checkpointing and not method_checkpoints, group_by_length=group)
-    if not exact_token_loss:
+    if not parts.exact_token_loss:
         # a model whose loss is a plain per-batch mean (EncoderDecoderModel) ignores num_items_in_batch: let the
         # Trainer divide by the accumulation steps itself
         trainer.model_accepts_loss_kwargs = False
-    if setup is not None:
-        setup(trainer)
+    if parts.setup is not None:
+        parts.setup(trainer)
     checkpoint = last_checkpoint(run_dir / "checkpoints") if resume else None
     _trim_log(run_dir / "train_log.jsonl", checkpoint)
     if checkpoint:
@@ -267,23 +267,6 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
 
 
-def _tokenize_splits(data: Any, tokenizer: Any, max_length: int) -> tuple[dict[str, list[dict[str, Any]]], dict]:
-    from tuneforge.data.prepare import token_length_stats
-
-    datasets, lengths = {}, {}
-    for split in ("train", "validation", "test"):
-        texts = data.texts(split)
-        full = tokenizer(texts, truncation=False, verbose=False)["input_ids"] if texts else []
-        lengths[split] = token_length_stats([len(ids) for ids in full], max_length)
-        if split == "test":
-            continue  # the test split is tokenized at evaluation time, once
-        encoded = tokenizer(texts, truncation=True, max_length=max_length)
-        datasets[split] = [{"input_ids": ids, "attention_mask": mask, "labels": label}
-                           for ids, mask, label in zip(encoded["input_ids"], encoded["attention_mask"],
-                                                       data.label_ids(split))]
-    return datasets, lengths
-
-
 def _trim_log(path: Path, checkpoint: str | None) -> None:
     """On resume, forget log lines written after the checkpoint (those steps are trained again)."""
     if not path.exists():
@@ -316,9 +299,3 @@ def save_model(model: Any, tokenizer: Any, target: Path, base_path: str, config:
     staging.rename(target)
 
 
-def _data_summary(report: dict[str, Any]) -> str:
-    splits = ", ".join(f"{name} {part['rows']}" for name, part in report["splits"].items())
-    dropped = report["cleaning"]["dropped"]
-    removed = ", ".join(f"{reason} {count}" for reason, count in dropped.items()) or "nothing"
-    return (f"data: {report['source']['rows_read']} rows read, {report['rows_kept']} kept ({splits}); "
-            f"removed: {removed}; {len(report['labels'])} classes")

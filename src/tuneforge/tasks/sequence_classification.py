@@ -1,7 +1,22 @@
 """Sequence classification: a label per text, scored by macro-F1 against the majority class and a linear probe on
-the frozen base model's embeddings."""
+the frozen base model's embeddings.
 
-from tuneforge.tasks.spec import TaskSpec, register
+data (labelled text -> clean -> stratified split) -> tokens -> the model with a classification head sized from the
+labels -> validation metrics from the argmax -> the test split (read once, here) against the baselines, with
+bootstrap intervals -> predictions.csv; the predictor gives a label and probabilities per text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneforge.tasks.spec import Prepared, TaskSpec, TrainerParts, register
+
+HERE = "tuneforge.tasks.sequence_classification"
 
 register(TaskSpec(
     name="sequence-classification",
@@ -16,8 +31,193 @@ register(TaskSpec(
     generates=False,
     inputs=("text",),
     labelled_head=True,
-    recipe="tuneforge.pipelines.finetune:run_classification",
-    evaluate_saved="tuneforge.pipelines.evaluate:evaluate_saved_classification",
+    prepare=f"{HERE}:prepare",
+    load_model=f"{HERE}:load_model",
+    trainer_parts=f"{HERE}:trainer_parts",
+    evaluate=f"{HERE}:evaluate",
+    evaluate_saved=f"{HERE}:evaluate_saved",
     report="tuneforge.evaluation.report:classification_parts",
-    predictor="tuneforge.pipelines.predict:load_label_predictor",
+    predictor=f"{HERE}:load_label_predictor",
 ))
+
+
+def prepare(config: Any, tokenizer: Any, resolved: Any) -> Prepared:
+    from tuneforge.data.prepare import prepare_data
+
+    data = prepare_data(config.data, config.train.seed)
+    datasets, lengths = _tokenize_splits(data, tokenizer, config.data.max_length)
+    data.report["token_lengths"] = lengths
+    data.report["model"] = {"name": resolved.name, "path": resolved.path, "source": resolved.source}
+    return Prepared(datasets["train"], datasets["validation"], list(data.labels), data.report,
+                    _data_summary(data.report), data)
+
+
+def load_model(resolved: Any, prepared: Prepared, config: Any, tokenizer: Any) -> Any:
+    from tuneforge.methods.registry import load_kwargs
+    from tuneforge.models.loading import load_classifier
+
+    return load_classifier(resolved, prepared.labels, tokenizer, config.model.revision, config.model.trust_remote_code,
+                           **load_kwargs(config.method))
+
+
+def trainer_parts(model: Any, tokenizer: Any, prepared: Prepared, config: Any) -> TrainerParts:
+    return TrainerParts(num_labels=len(prepared.labels))
+
+
+def evaluate(model: Any, tokenizer: Any, prepared: Prepared, config: Any, run_dir: Path,
+             resolved: Any) -> dict[str, Any]:
+    """The fine-tuned model and the baselines on the test split (read once, here)."""
+    import numpy as np
+
+    from tuneforge.evaluation.baselines import majority_baseline
+    from tuneforge.evaluation.metrics import bootstrap_indices, classification_metrics, paired_difference
+
+    data = prepared.data
+    y_true = np.asarray(data.label_ids("test"))
+    probabilities = _softmax(predict_logits(model, tokenizer, data.texts("test"), config.data.max_length,
+                                            description="test split"))
+    y_pred = probabilities.argmax(axis=1)
+    write_predictions(run_dir / "predictions.csv", data, probabilities)
+    ev = config.evaluation
+    indices = bootstrap_indices(len(y_true), ev.bootstrap_samples, config.train.seed)
+    predictions: dict[str, Any] = {}
+    if "majority" in ev.baselines:
+        predictions["majority"] = majority_baseline(data.label_ids("train"), len(y_true))
+    if "linear_probe" in ev.baselines:
+        predictions["linear_probe"], probe_info = _linear_probe(data, config, resolved, tokenizer)
+    baselines = {name: classification_metrics(y_true, pred, data.labels, indices, ev.confidence)
+                 for name, pred in predictions.items()}
+    if "linear_probe" in baselines:
+        baselines["linear_probe"]["settings"] = probe_info
+    return {"test": {
+        "finetuned": classification_metrics(y_true, y_pred, data.labels, indices, ev.confidence),
+        "baselines": baselines,
+        "finetuned_minus_baseline": {name: paired_difference(y_true, y_pred, pred, len(data.labels), indices,
+                                                             ev.confidence) for name, pred in predictions.items()},
+        "confidence": ev.confidence, "bootstrap_samples": ev.bootstrap_samples}}
+
+
+def evaluate_saved(run_dir: Path, config: Any) -> dict[str, Any]:
+    from tuneforge.data.prepare import prepare_data
+    from tuneforge.models.assets import resolve_model
+    from tuneforge.tasks.run_folder import read_model_meta
+
+    model_dir, meta = read_model_meta(run_dir)
+    predictor = load_label_predictor(model_dir, meta)
+    data = prepare_data(config.data, config.train.seed)
+    prepared = Prepared([], [], list(data.labels), data.report, "", data)
+    return evaluate(predictor.model, predictor.tokenizer, prepared, config, run_dir,
+                    resolve_model(config.model.name, config.model.revision))
+
+
+@dataclass
+class Predictor:
+    """A classification run's model: ``predict(texts)`` gives a label and its probabilities per text."""
+
+    model: Any
+    tokenizer: Any
+    labels: list[str]
+    max_length: int
+
+    def predict(self, texts: list[str], batch_size: int = 64) -> list[dict[str, Any]]:
+        probs = _softmax(predict_logits(self.model, self.tokenizer, texts, self.max_length, batch_size))
+        return [{"label": self.labels[int(p.argmax())],
+                 "probabilities": {label: round(float(x), 6) for label, x in zip(self.labels, p)}}
+                for p in probs]
+
+
+def load_label_predictor(model_dir: Path, meta: dict[str, Any], precision: str | None = None) -> Predictor:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tuneforge.methods.trained import load_trained
+
+    labels = meta["labels"]
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = load_trained(model_dir, meta, AutoModelForSequenceClassification, precision, num_labels=len(labels),
+                         id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+                         pad_token_id=tokenizer.pad_token_id)
+    return Predictor(model=model.eval(), tokenizer=tokenizer, labels=labels, max_length=meta["max_length"])
+
+
+def predict_logits(model: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 64,
+                   description: str = "predicting") -> Any:
+    """Logits for texts, batched by similar length, with a progress bar."""
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    model.eval()
+    device = next(model.parameters()).device
+    order = np.argsort([len(text) for text in texts])
+    logits: np.ndarray | None = None
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(texts), batch_size), desc=description, leave=False):
+            batch_ids = order[start:start + batch_size]
+            batch = tokenizer([texts[i] for i in batch_ids], truncation=True, max_length=max_length,
+                              padding=True, return_tensors="pt").to(device)
+            out = model(**batch).logits.float().cpu().numpy()
+            if logits is None:
+                logits = np.zeros((len(texts), out.shape[-1]), dtype=np.float32)
+            logits[batch_ids] = out
+    assert logits is not None
+    return logits
+
+
+def write_predictions(path: Path, data: Any, probabilities: Any) -> None:
+    from tuneforge.io import atomic_write_text
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["source", "text", "label", "predicted", "correct",
+                     *[f"prob_{label}" for label in data.labels]])
+    for row, probs in zip(data.splits["test"], probabilities):
+        predicted = data.labels[int(probs.argmax())]
+        writer.writerow([row.where, row.text, row.label, predicted, predicted == row.label,
+                         *[f"{p:.6f}" for p in probs]])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _linear_probe(data: Any, config: Any, resolved: Any, tokenizer: Any) -> tuple[Any, dict[str, Any]]:
+    from tuneforge.evaluation.baselines import embed, linear_probe
+    from tuneforge.models.loading import load_encoder
+
+    encoder = load_encoder(resolved, config.model.revision, config.model.trust_remote_code)
+    max_length = config.data.max_length
+    train_x = embed(encoder, tokenizer, data.texts("train"), max_length, description="probe: train")
+    val_texts = data.texts("validation")
+    val_x = embed(encoder, tokenizer, val_texts, max_length, description="probe: validation") if val_texts else None
+    test_x = embed(encoder, tokenizer, data.texts("test"), max_length, description="probe: test")
+    return linear_probe(train_x, data.label_ids("train"), val_x, data.label_ids("validation") or None, test_x,
+                        config.train.seed)
+
+
+def _softmax(logits: Any) -> Any:
+    import numpy as np
+
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _tokenize_splits(data: Any, tokenizer: Any, max_length: int) -> tuple[dict[str, list[dict[str, Any]]], dict]:
+    from tuneforge.data.prepare import token_length_stats
+
+    datasets, lengths = {}, {}
+    for split in ("train", "validation", "test"):
+        texts = data.texts(split)
+        full = tokenizer(texts, truncation=False, verbose=False)["input_ids"] if texts else []
+        lengths[split] = token_length_stats([len(ids) for ids in full], max_length)
+        if split == "test":
+            continue  # the test split is tokenized at evaluation time, once
+        encoded = tokenizer(texts, truncation=True, max_length=max_length)
+        datasets[split] = [{"input_ids": ids, "attention_mask": mask, "labels": label}
+                           for ids, mask, label in zip(encoded["input_ids"], encoded["attention_mask"],
+                                                       data.label_ids(split))]
+    return datasets, lengths
+
+
+def _data_summary(report: dict[str, Any]) -> str:
+    splits = ", ".join(f"{name} {part['rows']}" for name, part in report["splits"].items())
+    dropped = report["cleaning"]["dropped"]
+    removed = ", ".join(f"{reason} {count}" for reason, count in dropped.items()) or "nothing"
+    return (f"data: {report['source']['rows_read']} rows read, {report['rows_kept']} kept ({splits}); "
+            f"removed: {removed}; {len(report['labels'])} classes")

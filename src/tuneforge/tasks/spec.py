@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
@@ -24,8 +24,12 @@ class TaskSpec:
     next_token_loss: bool  # a decoder's next-token loss (the LM head computed at labelled positions only)
     generates: bool  # its model writes text (generate, chat), rather than labelling it (predict)
     inputs: tuple[str, ...]  # what its predictor reads per example: ("text",), or ("question", "context")
-    recipe: str  # run(config, run_dir, resume, log, evaluate_test, callbacks, tracker, quiet) -> metrics
-    evaluate_saved: str  # (run_dir, config) -> test metrics of a finished run's saved model (a search's best trial)
+    # the recipe's steps that differ (pipelines/finetune.py runs them in order), each a "module:function":
+    prepare: str  # (config, tokenizer, resolved) -> Prepared: records read, checked, split, encoded
+    load_model: str  # (resolved, prepared, config, tokenizer) -> the base model with the task's head
+    trainer_parts: str  # (model, tokenizer, prepared, config) -> TrainerParts: collator, validation metrics
+    evaluate: str  # (model, tokenizer, prepared, config, run_dir, resolved) -> {"test": ...} against the baselines
+    evaluate_saved: str  # (run_dir, config) -> the same for a finished run's saved model (a search's best trial)
     report: str  # (run_dir, metrics, data_report, params, log) -> HTML parts of report.html
     predictor: str  # (model_dir, meta, precision) -> an object with the task's predict method
 
@@ -35,6 +39,34 @@ class TaskSpec:
 
     def call(self, hook: str, *args: Any, **kwargs: Any) -> Any:
         return resolve(getattr(self, hook))(*args, **kwargs)
+
+
+@dataclass
+class Prepared:
+    """What a task's data step hands the recipe."""
+
+    train: list[Any]  # encoded training items (or packed rows)
+    validation: list[Any]
+    labels: list[str]  # classes or tags (empty for tasks without a labelled head)
+    report: dict[str, Any]  # data_report.json
+    summary: str  # the console line about the data
+    data: Any  # the task's own data object, for its evaluation
+    meta: dict[str, Any] = field(default_factory=dict)  # more for model/tuneforge.json (template, stride, ...)
+    training: dict[str, Any] = field(default_factory=dict)  # more for metrics.json's training section
+    tracked: dict[str, float] = field(default_factory=dict)  # more metrics for the tracker
+    warnings: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # what else the task's later steps need
+
+
+@dataclass
+class TrainerParts:
+    """What a task adds to the Trainer (see ``training.engine.build_trainer``)."""
+
+    collator: Any = None  # None: pad to the longest in the batch
+    metrics_fn: Any = None  # (label_ids, logits) -> validation metrics; None: a classifier's, from num_labels
+    num_labels: int = 0
+    exact_token_loss: bool = True  # False for a model whose loss ignores num_items_in_batch
+    setup: Any = None  # (trainer) -> None, for a task that needs more of the Trainer
 
 
 TASKS: dict[str, TaskSpec] = {}

@@ -166,26 +166,3 @@ def _prompt_learning(model: Any) -> bool:
     """Prefix / prompt tuning: peft prepends virtual tokens (and their -100 labels) inside its forward."""
     config = getattr(model, "active_peft_config", None)
     return bool(getattr(config, "is_prompt_learning", False))
-
-
-def predict_logits(model: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 64,
-                   description: str = "predicting") -> np.ndarray:
-    """Logits for texts, batched by similar length, with a progress bar."""
-    import torch
-    from tqdm.auto import tqdm
-
-    model.eval()
-    device = next(model.parameters()).device
-    order = np.argsort([len(text) for text in texts])
-    logits: np.ndarray | None = None
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(texts), batch_size), desc=description, leave=False):
-            batch_ids = order[start:start + batch_size]
-            batch = tokenizer([texts[i] for i in batch_ids], truncation=True, max_length=max_length,
-                              padding=True, return_tensors="pt").to(device)
-            out = model(**batch).logits.float().cpu().numpy()
-            if logits is None:
-                logits = np.zeros((len(texts), out.shape[-1]), dtype=np.float32)
-            logits[batch_ids] = out
-    assert logits is not None
-    return logits

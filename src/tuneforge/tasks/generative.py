@@ -1,13 +1,14 @@
-"""A generative run (causal-lm or seq2seq), top to bottom:
+"""The steps of a generative run (causal-lm and seq2seq; their specs are in causal_lm.py and seq2seq.py):
 
 data (records -> format -> conversations -> clean -> split) -> tokenize (chat template, loss on the answers,
-lint) -> pack -> model -> method -> train -> evaluate (fine-tuned vs the base model, test split read once).
+lint) -> pack -> the model -> train (validation loss) -> the test split (read once) against the base model
+zero-shot and few-shot, or copying the input (generative_eval.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tuneforge.config.schema import RunConfig
 from tuneforge.data.chat import ChatFormatter, Encoded, encode_examples, encode_text, end_token_untrained
@@ -17,55 +18,50 @@ from tuneforge.data.prefix_sharing import SharedPrefixCollator
 from tuneforge.data.packing import (BatchPackingCollator, PackedCollator, PaddedCollator, batch_packing_padding, pack,
                                     padding_share)
 from tuneforge.errors import ConfigError, DataError
-from tuneforge.io import atomic_write_json
+from tuneforge.tasks.spec import Prepared, TrainerParts
 
 
-def run_generative(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None], evaluate_test: bool,
-                   callbacks: list[Any], tracker: Any, quiet: bool = False) -> dict[str, Any]:
-    from transformers import set_seed
-
-    from tuneforge.methods.registry import apply_method, load_kwargs
-    from tuneforge.models.assets import resolve_model
-    from tuneforge.models.inspection import count_parameters, parameter_line
-    from tuneforge.models.loading import load_generative, load_tokenizer
-    from tuneforge.pipelines.finetune import save_model, train_with_resume
-
-    task, seq2seq = config.model.task, config.model.task == "seq2seq"
+def prepare(config: RunConfig, tokenizer: Any, resolved: Any) -> Prepared:
+    seq2seq = config.model.task == "seq2seq"
     data = prepare_generative(config.data, config.train.seed)
     if data.raw_text and seq2seq:
         raise DataError("raw text (continued pretraining) trains a causal-lm; set model.task=causal-lm")
-    resolved = resolve_model(config.model.name, config.model.revision)
-    tokenizer = load_tokenizer(resolved, config.model.revision, config.model.trust_remote_code)
     formatter = None if (seq2seq or data.raw_text) else ChatFormatter(tokenizer, config.data.template)
     encoded, lint = _encode(data, formatter, tokenizer, config)
     packing = _packing(config)
     train_set, eval_set, tokens = _batches(encoded, packing, config)
     data.report.update(model={"name": resolved.name, "path": resolved.path, "source": resolved.source},
                        template_lint=lint, tokens=tokens)
+    meta = {"template": formatter.template_name if formatter else None,
+            "stop_token_ids": formatter.stop_token_ids if formatter else None, "dataset_format": data.format}
+    return Prepared(train_set, eval_set, [], data.report, _summary(data, lint, tokens), data, meta=meta,
+                    training={"padding_share": tokens["padding_share"]},
+                    tracked={"padding_share": tokens["padding_share"]}, warnings=lint["warnings"],
+                    extra={"formatter": formatter, "encoded": encoded, "packing": packing})
 
-    set_seed(config.train.seed)
-    model = load_generative(resolved, task, config.model.revision, config.model.trust_remote_code,
+
+def load_model(resolved: Any, prepared: Prepared, config: RunConfig, tokenizer: Any) -> Any:
+    """The base model; a chat template's end token that looks untrained in it is a warning (the model may never
+    learn to stop)."""
+    from tuneforge.methods.registry import load_kwargs
+    from tuneforge.models.loading import load_generative
+
+    model = load_generative(resolved, config.model.task, config.model.revision, config.model.trust_remote_code,
                             **load_kwargs(config.method))
+    formatter, lint = prepared.extra["formatter"], prepared.report["template_lint"]
     if formatter is not None and end_token_untrained(model, formatter.end_token_id):
         lint["end_token_untrained"] = True
         lint["warnings"].append(f"the end token {lint['end_token']} looks untrained in the base model (its "
                                 f"embedding is ~0 or the mean): train its embedding (full, or lora with "
                                 f"modules_to_save: [embed_tokens, lm_head]) or the model may never stop")
-    atomic_write_json(run_dir / "data_report.json", data.report)
-    log(_summary(data, lint, tokens))
-    for warning in lint["warnings"]:
-        log(f"warning: {warning}")
-    try:
-        model = apply_method(model, config.method, task)
-    except ValueError as exc:
-        raise ConfigError(f"method: {exc}") from None
-    params = count_parameters(model)
-    atomic_write_json(run_dir / "params.json", params)
-    tracker.log_metrics({"padding_share": tokens["padding_share"]})
-    log(parameter_line(params, config.method.name))
+    return model
 
+
+def trainer_parts(model: Any, tokenizer: Any, prepared: Prepared, config: RunConfig) -> TrainerParts:
+    """Padded batches, or packed rows (per batch, sharing the prompt prefix where the attention takes a 4-D mask);
+    an encoder-decoder's loss is a plain mean per batch."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    if not packing:
+    if not prepared.extra["packing"]:
         collator: Any = PaddedCollator(pad)
     elif config.data.pack_by == "batch" and config.data.share_prefix and _masks_4d(model):
         collator = SharedPrefixCollator(pad, config.data.max_length)
@@ -73,23 +69,13 @@ def run_generative(config: RunConfig, run_dir: Path, resume: bool, log: Callable
         collator = BatchPackingCollator(pad, config.data.max_length)
     else:
         collator = PackedCollator(pad)
-    trainer, train_seconds = train_with_resume(model, tokenizer, train_set, eval_set, config, run_dir, resume, log,
-                                               callbacks, tracker, quiet, collator=collator,
-                                               exact_token_loss=not seq2seq)
-    model = trainer.model
-    extra = {"template": formatter.template_name if formatter else None,
-             "stop_token_ids": formatter.stop_token_ids if formatter else None, "dataset_format": data.format}
-    save_model(model, tokenizer, run_dir / "model", resolved.path, config, [], extra)
-    training = {"global_steps": trainer.state.global_step, "epochs_run": round(trainer.state.epoch or 0.0, 3),
-                "max_epochs": config.train.epochs, "method": config.method.name,
-                "train_seconds": round(train_seconds, 2), "params_trainable": params["trainable"],
-                "padding_share": tokens["padding_share"], "speed": trainer.speed_summary}
-    from tuneforge.pipelines.evaluate import best_checkpoint_info
+    return TrainerParts(collator=collator, exact_token_loss=config.model.task != "seq2seq")
 
-    if not evaluate_test:
-        return {"task": task, "validation": best_checkpoint_info(trainer.state), "training": training}
-    metrics = _evaluate_test(model, tokenizer, formatter, data, encoded, config, run_dir, resolved)
-    return {"task": task, **metrics, "validation": best_checkpoint_info(trainer.state), "training": training}
+
+def evaluate(model: Any, tokenizer: Any, prepared: Prepared, config: RunConfig, run_dir: Path,
+             resolved: Any) -> dict[str, Any]:
+    return _evaluate_test(model, tokenizer, prepared.extra["formatter"], prepared.data, prepared.extra["encoded"],
+                          config, run_dir, resolved)
 
 
 def _evaluate_test(model: Any, tokenizer: Any, formatter: ChatFormatter | None, data: GenerativeData,
@@ -97,7 +83,7 @@ def _evaluate_test(model: Any, tokenizer: Any, formatter: ChatFormatter | None, 
     """The test split against the baselines; the base model computes in the fine-tuned model's precision."""
     from tuneforge.models.loading import load_generative
     from tuneforge.models.precision import compute_in, precision_of
-    from tuneforge.pipelines.evaluate_generative import TestSet, evaluate_generative, sample_for_generation
+    from tuneforge.tasks.generative_eval import TestSet, evaluate_generative, sample_for_generation
 
     sampled = sample_for_generation(data.splits["test"], config.evaluation.max_test_examples, config.train.seed)
     test = TestSet(sampled, _prompts(sampled, formatter, tokenizer, config), encoded["test"],
@@ -111,9 +97,10 @@ def _evaluate_test(model: Any, tokenizer: Any, formatter: ChatFormatter | None, 
 def evaluate_saved_generative(run_dir: Path, config: RunConfig) -> dict[str, Any]:
     """The test scoring of a finished run's saved model (a search's best trial), as its run would have scored it."""
     from tuneforge.models.assets import resolve_model
-    from tuneforge.pipelines.generate import load_generator
+    from tuneforge.tasks.generator import load_generator_from_meta
+    from tuneforge.tasks.run_folder import read_model_meta
 
-    generator = load_generator(run_dir)
+    generator = load_generator_from_meta(*read_model_meta(run_dir))
     data = prepare_generative(config.data, config.train.seed)
     seq2seq = config.model.task == "seq2seq"
     formatter = None if (seq2seq or data.raw_text) else ChatFormatter(generator.tokenizer, config.data.template)
@@ -166,7 +153,7 @@ def _encode(data: GenerativeData, formatter: ChatFormatter | None, tokenizer: An
 
 
 def _seq2seq_item(tokenizer: Any, example: Example, max_length: int) -> Encoded:
-    from tuneforge.pipelines.evaluate_generative import _source_text
+    from tuneforge.tasks.generative_eval import _source_text
 
     source = tokenizer(_source_text(example), truncation=True, max_length=max_length)["input_ids"]
     end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id

@@ -1,0 +1,31 @@
+"""report.html: one self-contained page (plots inlined as PNG data URIs) built from the run folder's files, with
+the sections of the run's task.
+
+It reads only artifacts (metrics.json, data_report.json, params.json, train_log.jsonl, config.yaml), so the
+numbers on the page are the numbers in the files.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from tuneforge.evaluation.report import page
+from tuneforge.io import read_log
+
+
+def write_report(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    data_report = json.loads((run_dir / "data_report.json").read_text())
+    params = json.loads((run_dir / "params.json").read_text())
+    log = read_log(run_dir / "train_log.jsonl")
+    config_text = (run_dir / "config.yaml").read_text()
+    name = config_text.split("\n", 1)[0].removeprefix("name:").strip()
+    from tuneforge.tasks.registry import task_spec
+
+    task = task_spec(metrics.get("task", "sequence-classification"))  # runs before 0.2 wrote no task
+    return page(run_dir, name, [f"<h1>tuneforge run: {html.escape(name)}</h1>",
+                                 *task.call("report", run_dir, metrics, data_report, params, log),
+                                 "<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>"])
