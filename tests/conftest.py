@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -153,3 +154,75 @@ def chat_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("chat") / "chat.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in make_chat_rows()), encoding="utf-8")
     return path
+
+
+# --- tiny data of the other tasks, shared by their tests and the task matrix
+
+
+PEOPLE = ["alice", "bob", "carol", "dave", "erin", "frank"]
+PLACES = ["paris", "tokyo", "lima", "oslo", "cairo", "quito"]
+FILLER = "the a went to saw met in with today yesterday and".split()
+
+
+def write_conll(path, count=120, seed=0):
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(count):
+        words = rng.sample(FILLER, 3)
+        person, place = rng.choice(PEOPLE), rng.choice(PLACES)
+        sentence = [(person, "B-person"), (rng.choice(["smith", "jones"]), "I-person")] + \
+                   [(w, "O") for w in words] + [(place, "B-loc")] + [(str(rng.randint(0, 999)), "O")]
+        lines += [f"{w}\t{t}" for w, t in sentence] + [""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+CONTEXT_FILLER = "yesterday near river people walked slowly under bright sky while music played softly around town".split()
+FACTS = {"code": [str(n) for n in range(100, 400)], "city": "paris tokyo lima oslo cairo quito rome delhi".split(),
+         "colour": "red blue green yellow purple orange".split()}
+
+
+def make_records(count: int = 200, seed: int = 0, questions_per_context: int = 1) -> list[dict]:
+    """Contexts of filler sentences and one fact sentence 'the <kind> is <value>'; the question names the kind,
+    the answer is the word after the marker. A tiny model learns it in a few epochs; the baseline (the sentence
+    sharing most words with the question) finds the right sentence but not the word."""
+    rng = random.Random(seed)
+    records = []
+    for n in range(count):
+        kind = rng.choice(sorted(FACTS))
+        sentences = [" ".join(rng.sample(CONTEXT_FILLER, 6)) + "." for _ in range(rng.randint(1, 2))]
+        value = rng.choice(FACTS[kind])
+        words = rng.sample(CONTEXT_FILLER, 3)
+        sentences.insert(rng.randint(0, len(sentences)), f"{words[0]} {words[1]} the {kind} is {value} {words[2]}.")
+        context = " ".join(s.capitalize() for s in sentences)
+        start = context.index(f" {kind} is {value}") + len(f" {kind} is ")
+        for q in range(questions_per_context):
+            records.append({"id": f"q{n}-{q}", "question": f"What is the {kind}?" if q == 0 else f"Which {kind}, {q}?",
+                            "context": context, "answers": {"text": [value], "answer_start": [start]}})
+    return records
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def generative_config(model: str, path: Path | str, task: str = "causal-lm", **sections: dict) -> dict:
+    config = {
+        "name": "tiny-gen",
+        "model": {"name": model, "task": task},
+        "data": {"path": str(path), "max_length": 48},
+        "method": {"name": "lora", "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"},
+        "train": {"epochs": 3, "batch_size": 8, "learning_rate": 2e-2, "logging_steps": 2},
+        "evaluation": {"bootstrap_samples": 100, "max_test_examples": 6, "few_shot_k": 2,
+                       "generation": {"max_new_tokens": 6, "batch_size": 4}},
+        "tracking": {"enabled": False},
+    }
+    for key, value in sections.items():
+        config[key] = value if key == "method" else {**config.get(key, {}), **value}
+    return config
+
+
+def losses(run_dir: Path) -> list[float]:
+    lines = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    return [line["loss"] for line in lines if "loss" in line]

@@ -66,3 +66,9 @@ def test_task_and_method_registries_agree():
     from tuneforge.tasks.registry import available_tasks
 
     assert tuple(available_tasks()) == ALL_TASKS
+
+
+def test_tests_mirror_the_source_folders():
+    folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
+    packages = {p.name for p in SOURCE.iterdir() if (p / "__init__.py").exists()}
+    assert folders and folders <= packages, folders - packages

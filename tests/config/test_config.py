@@ -11,7 +11,7 @@ from tuneforge.config import dump_config, load_config, parse_overrides
 from tuneforge.config.loader import PRESETS
 from tuneforge.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BASE = {"name": "x", "model": {"name": "minilm"}, "data": {"path": "a.csv"}}
 
 

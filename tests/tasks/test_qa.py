@@ -11,7 +11,7 @@ import random
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import CONTEXT_FILLER as FILLER, make_records, tiny_config, write_jsonl
 from tuneforge.config import load_config
 from tuneforge.config.schema import DataConfig
 from tuneforge.data.qa import load_examples, prepare_qa
@@ -21,36 +21,6 @@ from tuneforge.evaluation.metrics import bootstrap_indices
 from tuneforge.evaluation.qa_metrics import exact_match, paired_qa_difference, qa_metrics, score_answers, \
     sliding_window_baseline, token_f1
 from tuneforge.evaluation.qa_postprocess import best_spans
-
-FILLER = "yesterday near river people walked slowly under bright sky while music played softly around town".split()
-FACTS = {"code": [str(n) for n in range(100, 400)], "city": "paris tokyo lima oslo cairo quito rome delhi".split(),
-         "colour": "red blue green yellow purple orange".split()}
-
-
-def make_records(count: int = 200, seed: int = 0, questions_per_context: int = 1) -> list[dict]:
-    """Contexts of filler sentences and one fact sentence 'the <kind> is <value>'; the question names the kind,
-    the answer is the word after the marker. A tiny model learns it in a few epochs; the baseline (the sentence
-    sharing most words with the question) finds the right sentence but not the word."""
-    rng = random.Random(seed)
-    records = []
-    for n in range(count):
-        kind = rng.choice(sorted(FACTS))
-        sentences = [" ".join(rng.sample(FILLER, 6)) + "." for _ in range(rng.randint(1, 2))]
-        value = rng.choice(FACTS[kind])
-        words = rng.sample(FILLER, 3)
-        sentences.insert(rng.randint(0, len(sentences)), f"{words[0]} {words[1]} the {kind} is {value} {words[2]}.")
-        context = " ".join(s.capitalize() for s in sentences)
-        start = context.index(f" {kind} is {value}") + len(f" {kind} is ")
-        for q in range(questions_per_context):
-            records.append({"id": f"q{n}-{q}", "question": f"What is the {kind}?" if q == 0 else f"Which {kind}, {q}?",
-                            "context": context, "answers": {"text": [value], "answer_start": [start]}})
-    return records
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return path
-
 
 CONTEXT = "The cat sat on the mat. Paris is the capital of France."
 

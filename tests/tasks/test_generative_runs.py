@@ -12,26 +12,7 @@ from tuneforge.config import load_config
 from tuneforge.errors import ConfigError
 from tuneforge.pipelines.finetune import finetune
 
-
-def generative_config(model: str, path: Path | str, task: str = "causal-lm", **sections: dict) -> dict:
-    config = {
-        "name": "tiny-gen",
-        "model": {"name": model, "task": task},
-        "data": {"path": str(path), "max_length": 48},
-        "method": {"name": "lora", "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"},
-        "train": {"epochs": 3, "batch_size": 8, "learning_rate": 2e-2, "logging_steps": 2},
-        "evaluation": {"bootstrap_samples": 100, "max_test_examples": 6, "few_shot_k": 2,
-                       "generation": {"max_new_tokens": 6, "batch_size": 4}},
-        "tracking": {"enabled": False},
-    }
-    for key, value in sections.items():
-        config[key] = value if key == "method" else {**config.get(key, {}), **value}
-    return config
-
-
-def losses(run_dir: Path) -> list[float]:
-    lines = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
-    return [line["loss"] for line in lines if "loss" in line]
+from conftest import generative_config, losses
 
 
 def test_instruction_tuning_run_end_to_end(tiny_llama, chat_jsonl, tmp_path):

@@ -4,36 +4,17 @@ counts them, the memorization baseline, and a tiny end-to-end run."""
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import tiny_config, write_conll
 from tuneforge.config import load_config
 from tuneforge.config.schema import DataConfig
 from tuneforge.data.ner import prepare_ner, read_conll, repair_bio
 from tuneforge.errors import DataError
 from tuneforge.evaluation.metrics import bootstrap_indices
 from tuneforge.evaluation.ner_metrics import entities, memorization_baseline, ner_metrics, paired_ner_difference
-
-PEOPLE = ["alice", "bob", "carol", "dave", "erin", "frank"]
-PLACES = ["paris", "tokyo", "lima", "oslo", "cairo", "quito"]
-FILLER = "the a went to saw met in with today yesterday and".split()
-
-
-def write_conll(path, count=120, seed=0):
-    rng = random.Random(seed)
-    lines = []
-    for _ in range(count):
-        words = rng.sample(FILLER, 3)
-        person, place = rng.choice(PEOPLE), rng.choice(PLACES)
-        sentence = [(person, "B-person"), (rng.choice(["smith", "jones"]), "I-person")] + \
-                   [(w, "O") for w in words] + [(place, "B-loc")] + [(str(rng.randint(0, 999)), "O")]
-        lines += [f"{w}\t{t}" for w, t in sentence] + [""]
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
 
 def test_entities_follow_seqeval_chunking():
     assert entities(["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "I-MISC"]) == {

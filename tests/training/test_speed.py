@@ -16,7 +16,7 @@ from tuneforge.pipelines.finetune import finetune
 from tuneforge.training.speed import FlopsModel, SpeedMeter, batch_stats, flops_model
 from tuneforge.training.trainer import labelled_head_loss
 
-from test_generative_runs import generative_config, losses
+from conftest import generative_config, losses
 
 
 def _examples(tiny_llama: str) -> list:

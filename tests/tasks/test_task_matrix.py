@@ -18,9 +18,7 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import make_chat_rows, make_rows
-from test_ner import write_conll
-from test_qa import make_records, write_jsonl
+from conftest import make_chat_rows, make_records, make_rows, write_conll, write_jsonl
 
 HERE = Path(__file__).parent
 
@@ -185,7 +183,7 @@ def test_task_through_every_verb(task, request, tmp_path):
     assert len(tracked) == 2 and all(r["metrics"]["params_trainable"] > 0 for r in tracked)
 
     # the predictor, in a fresh process, reproduces the run's test predictions
-    script = ("import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+    script = ("import json, sys; from pathlib import Path; sys.path[:0] = [sys.argv[1], str(Path(sys.argv[1]).parent)]; "
               "from test_task_matrix import CASES; "
               "print(json.dumps(CASES[sys.argv[2]].replay(Path(sys.argv[3]))))")
     done = subprocess.run([sys.executable, "-c", script, str(HERE), task, str(run)], capture_output=True, text=True)
