@@ -84,6 +84,7 @@ def worker(spec: dict) -> dict:
     from tuneforge.methods.registry import apply_method, load_kwargs
     from tuneforge.models.assets import resolve_model
     from tuneforge.models.loading import load_classifier, load_generative, load_tokenizer
+    from tuneforge.tasks.registry import task_spec
 
     transformers.logging.set_verbosity_error()
     register_methods()
@@ -107,8 +108,8 @@ def worker(spec: dict) -> dict:
     if task == "sequence-classification":
         model = load_classifier(resolved, ["a", "b"], tokenizer, **load_kwargs(config.method))
     else:
-        model = load_generative(resolved, task, **load_kwargs(config.method))
-    model = apply_method(model, config.method, task)
+        model = load_generative(resolved, task_spec(task), **load_kwargs(config.method))
+    model = apply_method(model, config.method, task_spec(task))
     if cuda and config.method.name != "qlora":
         model.to(device)
     else:

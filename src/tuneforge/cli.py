@@ -235,7 +235,9 @@ def _predict(args: Any) -> int:
     from tuneforge.pipelines.predict import Predictor, load_predictor, predict_file, read_model_meta
     from tuneforge.tasks.registry import task_spec
 
-    task = task_spec(read_model_meta(args.run_dir)[1].get("task", "sequence-classification"))
+    from tuneforge.tasks.run_folder import task_of
+
+    task = task_spec(task_of(read_model_meta(args.run_dir)[1]))
     if task.generates:
         raise UserError(f"{args.run_dir}: a {task.name} run writes text; use tuneforge generate or chat")
     qa = task.inputs == ("question", "context")

@@ -11,7 +11,9 @@ def print_summary(result: Any) -> None:
     from tuneforge.tasks.registry import task_spec
 
     test = result.metrics["test"]
-    task = task_spec(result.metrics.get("task", "sequence-classification"))
+    from tuneforge.tasks.run_folder import task_of
+
+    task = task_spec(task_of(result.metrics))
     shown, headline = task.shown, task.headline_of(test["finetuned"])
     models = {"fine-tuned": test["finetuned"], **{f"baseline: {k}": v for k, v in test["baselines"].items()}}
     count = test.get("n_prompts") or test["finetuned"].get("n") or test.get("n_perplexity")

@@ -14,6 +14,7 @@ from tuneforge.methods.registry import available_methods
 
 available_methods()  # load the built-in methods first (a direct import below would otherwise stop that)
 from tuneforge.methods import adapter_layers as A  # noqa: E402
+from tuneforge.tasks.registry import task_spec  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Version v4.12.0 introduces:FutureWarning")  # EncoderDecoderModel
 HIDDEN, FF, LAYERS, VOCAB, LABELS = 32, 64, 2, 100, 2
@@ -68,7 +69,7 @@ def logits(model: torch.nn.Module, arch: str) -> torch.Tensor:
 
 
 def adapted(arch: str, **options) -> torch.nn.Module:
-    return A.apply(build(arch), A.AdapterConfig(**options), TASKS[arch])
+    return A.apply(build(arch), A.AdapterConfig(**options), task_spec(TASKS[arch]))
 
 
 def expected_adapter_parameters(arch: str, kind: str, reduction: int) -> int:
@@ -232,11 +233,11 @@ def test_unsupported_model_is_refused():
     message = ("method 'adapter' found no transformer blocks it knows in Sequential "
                "(BERT-, Llama- and T5-style are supported)")
     with pytest.raises(ValueError) as error:
-        A.apply(plain, A.AdapterConfig(), "causal-lm")
+        A.apply(plain, A.AdapterConfig(), task_spec("causal-lm"))
     assert str(error.value) == message
     assert all(p.requires_grad for p in plain.parameters())  # nothing was changed
     with pytest.raises(ValueError, match="already has bottleneck adapters"):
-        A.apply(adapted("llama"), A.AdapterConfig(), "causal-lm")
+        A.apply(adapted("llama"), A.AdapterConfig(), task_spec("causal-lm"))
 
 
 def test_registered():

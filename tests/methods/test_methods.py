@@ -8,6 +8,7 @@ from tuneforge.methods.registry import apply_method, available_methods
 from tuneforge.models.assets import resolve_model
 from tuneforge.models.inspection import count_parameters
 from tuneforge.models.loading import load_classifier, load_tokenizer
+from tuneforge.tasks.registry import task_spec
 
 LABELS = ["x", "y", "z"]
 
@@ -18,7 +19,7 @@ def build(tiny_bert: str, method: dict):
     tokenizer = load_tokenizer(resolved)
     torch.manual_seed(0)
     model = load_classifier(resolved, LABELS, tokenizer)
-    return apply_method(model, config.method, "sequence-classification"), tokenizer
+    return apply_method(model, config.method, task_spec("sequence-classification")), tokenizer
 
 
 def train_steps(model, tokenizer, steps: int = 3) -> dict[str, torch.Tensor]:

@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 
 from tuneforge.config import load_config  # noqa: E402
 from tuneforge.planning import memory  # noqa: E402
+from tuneforge.tasks.registry import task_spec  # noqa: E402
 from tuneforge.planning.memory import (Estimate, advise, available_memory, estimate,  # noqa: E402
                                      measure_flops_per_second, seconds_per_epoch)
 
@@ -89,7 +90,7 @@ def real_model(path: str, task: str, method: dict | None = None) -> torch.nn.Mod
     model = auto.from_config(config)
     first_token_only(model)  # as tuneforge loads a classifier
     if method:
-        model = apply_method(model, validate_method(method), task)
+        model = apply_method(model, validate_method(method), task_spec(task))
     use_fast_dropout(model)  # as tuneforge trains on the CPU
     return model.train()
 
@@ -270,7 +271,7 @@ def test_quantized_layers_are_the_ones_bitsandbytes_quantizes(tiny_llama: str) -
 
     method = {"name": "qlora", "r": 4}
     predicted = estimate(run_config(tiny_llama, "causal-lm", method))
-    model = load_generative(resolve_model(tiny_llama), "causal-lm", **load_kwargs(validate_method(method)))
+    model = load_generative(resolve_model(tiny_llama), task_spec("causal-lm"), **load_kwargs(validate_method(method)))
     quantized = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
     assert quantized
     assert predicted.details["quantized_params"] == sum(m.out_features * m.in_features for m in quantized)

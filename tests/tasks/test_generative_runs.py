@@ -155,15 +155,16 @@ def test_qlora_trains_adapters_on_a_4bit_base(smollm_path, chat_jsonl, tmp_path)
     from tuneforge.methods.registry import apply_method, load_kwargs
     from tuneforge.models.assets import resolve_model
     from tuneforge.models.loading import load_generative
+    from tuneforge.tasks.registry import task_spec
 
     config = load_config(generative_config(tiny_llama, chat_jsonl, method={"name": "qlora", "r": 4, "alpha": 8,
                                                                            "dropout": 0.0, "target_modules": "all-linear"},
                                            train={"epochs": 2}, evaluation={"baselines": []}))
-    model = load_generative(resolve_model(tiny_llama), "causal-lm", **load_kwargs(config.method))
+    model = load_generative(resolve_model(tiny_llama), task_spec("causal-lm"), **load_kwargs(config.method))
     quantized = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(quantized) == 2 * 7 and quantized[0].weight.quant_type == "nf4"  # 2 layers x (q,k,v,o,gate,up,down)
     assert quantized[0].weight.quant_state.nested  # double quantization
-    model = apply_method(model, config.method, "causal-lm")
+    model = apply_method(model, config.method, task_spec("causal-lm"))
     assert all(not p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
 
     result = finetune(config, output=tmp_path / "run", log=lambda _: None)

@@ -176,13 +176,15 @@ def test_prompt_tuning_refuses_question_answering_and_names_the_methods_that_app
     from transformers import BertConfig, BertForQuestionAnswering
 
     from tuneforge.methods.registry import apply_method, validate_method
+    from tuneforge.tasks.registry import task_spec
 
     torch.manual_seed(0)
     model = BertForQuestionAnswering(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1,
                                                 num_attention_heads=2, intermediate_size=32))
-    with pytest.raises(ValueError, match=r"'prompt' does not apply to task 'question-answering' \(methods that "
-                                         r"do: adapter, freeze, full, ia3, lora, prefix, qlora\)"):
-        apply_method(model, validate_method({"name": "prompt"}), "question-answering")
+    with pytest.raises(ValueError, match=r"'prompt' does not apply to task 'question-answering': its virtual tokens "
+                                         r"shift .* \(methods that do: adapter, freeze, full, ia3, lora, prefix, "
+                                         r"qlora\)"):
+        apply_method(model, validate_method({"name": "prompt"}), task_spec("question-answering"))
 
 
 @pytest.fixture(scope="module")

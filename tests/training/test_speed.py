@@ -13,6 +13,7 @@ from tuneforge.config import load_config
 from tuneforge.data.chat import IGNORE, ChatFormatter
 from tuneforge.data.packing import PackedCollator, PaddedCollator, pack
 from tuneforge.pipelines.finetune import finetune
+from tuneforge.tasks.registry import task_spec
 from tuneforge.training.speed import FlopsModel, SpeedMeter, batch_stats, flops_model
 from tuneforge.training.trainer import labelled_head_loss
 
@@ -98,7 +99,7 @@ def test_flops_model_counts_lora_as_four_and_full_as_six_times_the_matmul_parame
 def test_flops_model_leaves_out_the_backward_pass_below_the_first_trained_layer(tiny_llama):
     from tuneforge.methods.freeze import FreezeConfig, apply
 
-    model = apply(_model(tiny_llama, False), FreezeConfig(layers=1, train_norms=False), "causal-lm")
+    model = apply(_model(tiny_llama, False), FreezeConfig(layers=1, train_norms=False), task_spec("causal-lm"))
     counted = flops_model(model, True)
     linear = {name: m.in_features * m.out_features for name, m in model.named_modules()
               if isinstance(m, torch.nn.Linear)}

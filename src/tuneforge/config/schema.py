@@ -14,7 +14,6 @@ class Section(BaseModel):
 
 
 Task = Literal["sequence-classification", "token-classification", "question-answering", "causal-lm", "seq2seq"]
-GENERATIVE_TASKS = ("causal-lm", "seq2seq")
 DatasetFormat = Literal["auto", "labelled", "alpaca", "sharegpt", "messages", "prompt-completion", "text"]
 
 
@@ -306,7 +305,7 @@ class RunConfig(Section):
             early.metric = _selection_metric(early, spec, "train.early_stopping.metric")
         for n, objective in enumerate(self.hpo.objectives if self.hpo else []):
             _objective_for_task(objective, spec, f"hpo.objectives.{n}.metric")
-        if task == "question-answering" and 3 * self.data.doc_stride >= self.data.max_length:
+        if spec.windows and 3 * self.data.doc_stride >= self.data.max_length:
             raise ValueError(f"data.doc_stride: {self.data.doc_stride} leaves no room in a window of data.max_length "
                              f"{self.data.max_length} for the question and new context; use doc_stride below "
                              f"max_length / 3 (at most {(self.data.max_length - 1) // 3})")

@@ -125,7 +125,7 @@ def prepare_ner(config: DataConfig, seed: int) -> NerData:
     labels = ["O", *types]
     read = len(sentences) + len(bad)
     report = {
-        "source": {"path": str(config.path), "format": "token-classification", "rows_read": read},
+        "source": {"path": str(config.path), "format": "tagged words (BIO)", "rows_read": read},
         "cleaning": {"modified": {"bio_repaired_tags": repaired} if repaired else {}, "dropped": dict(dropped),
                      "dropped_total": sum(dropped.values()), "examples": {"malformed_row": bad[:5]} if bad else {}},
         "rows_kept": sum(len(p) for p in splits.values()),

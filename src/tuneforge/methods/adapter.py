@@ -27,7 +27,7 @@ from typing import Literal
 from pydantic import Field
 
 from tuneforge.config.schema import MethodConfig
-from tuneforge.methods.spec import ALL_TASKS, MethodSpec, register
+from tuneforge.methods.spec import MethodSpec, register
 
 FORMAT, VERSION = "tuneforge-bottleneck-adapter", 1
 CONFIG_FILE, WEIGHTS_FILE = "tuneforge_adapter.json", "adapter_model.safetensors"
@@ -50,6 +50,6 @@ class AdapterConfig(MethodConfig):
     train_norms: bool = Field(False, description="Train the layer norms too.")
 
 
-register(MethodSpec("adapter", AdapterConfig, "tuneforge.methods.adapter_layers:apply", ALL_TASKS,
+register(MethodSpec("adapter", AdapterConfig, "tuneforge.methods.adapter_layers:apply",
                     "Bottleneck adapters (Houlsby / Pfeiffer) after attention and/or feed-forward blocks.",
                     save="tuneforge.methods.adapter_layers:save_adapter"))

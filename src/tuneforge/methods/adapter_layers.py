@@ -86,7 +86,7 @@ def find_sites(model: torch.nn.Module, kind: str) -> list[str]:
     return list(dict.fromkeys(sites))
 
 
-def apply(model: torch.nn.Module, config: AdapterConfig, task: str) -> torch.nn.Module:
+def apply(model: torch.nn.Module, config: AdapterConfig, task: Any) -> torch.nn.Module:
     if any(isinstance(module, Adapted) for module in model.modules()):
         raise ValueError(f"method 'adapter': {type(model).__name__} already has bottleneck adapters")
     sites = find_sites(model, config.kind)
@@ -95,7 +95,7 @@ def apply(model: torch.nn.Module, config: AdapterConfig, task: str) -> torch.nn.
                          "(BERT-, Llama- and T5-style are supported)")
     model.requires_grad_(False)
     outside = set()
-    if config.train_head and task in ("sequence-classification", "token-classification", "question-answering"):
+    if config.train_head and not task.vocabulary_head:
         head = tuple(_head_prefixes(model))
         outside |= {n for n, _ in model.named_parameters() if n.startswith(head)}
     if config.train_norms:

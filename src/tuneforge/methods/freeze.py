@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from tuneforge.config.schema import MethodConfig
-from tuneforge.methods.spec import ALL_TASKS, MethodSpec, register
+from tuneforge.methods.spec import MethodSpec, register
 
 if TYPE_CHECKING:
     import torch
@@ -30,7 +30,7 @@ class FreezeConfig(MethodConfig):
     train_norms: bool = Field(True, description="Keep layer norms trainable inside frozen parts.")
 
 
-def apply(model: torch.nn.Module, config: FreezeConfig, task: str) -> torch.nn.Module:
+def apply(model: torch.nn.Module, config: FreezeConfig, task: Any) -> torch.nn.Module:
     layer_prefixes = _layer_prefixes(model)
     if config.layers > len(layer_prefixes):
         raise ValueError(f"method.layers={config.layers} but the model has {len(layer_prefixes)} layers")
@@ -69,5 +69,5 @@ def _head_prefixes(model: torch.nn.Module) -> list[str]:
     return [f"{name}." for name, _ in model.named_children() if name != backbone]
 
 
-register(MethodSpec("freeze", FreezeConfig, "tuneforge.methods.freeze:apply", ALL_TASKS,
+register(MethodSpec("freeze", FreezeConfig, "tuneforge.methods.freeze:apply",
                     "Freeze embeddings, the first N layers or named parameters; train the rest."))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 
 from tuneforge.config.schema import MethodConfig
-from tuneforge.methods.spec import ALL_TASKS, MethodSpec, register
+from tuneforge.methods.spec import MethodSpec, register
 
 if TYPE_CHECKING:
     import torch
@@ -16,11 +16,11 @@ class FullConfig(MethodConfig):
     name: Literal["full"] = "full"
 
 
-def apply(model: torch.nn.Module, config: FullConfig, task: str) -> torch.nn.Module:
+def apply(model: torch.nn.Module, config: FullConfig, task: Any) -> torch.nn.Module:
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     return model
 
 
-register(MethodSpec("full", FullConfig, "tuneforge.methods.full:apply", ALL_TASKS,
+register(MethodSpec("full", FullConfig, "tuneforge.methods.full:apply",
                     "Train every parameter."))

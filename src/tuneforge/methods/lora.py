@@ -7,16 +7,11 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from tuneforge.config.schema import MethodConfig
-from tuneforge.methods.spec import ALL_TASKS, MethodSpec, register
+from tuneforge.methods.spec import MethodSpec, TaskFacts, register
 
 if TYPE_CHECKING:
     import torch
 
-_PEFT_TASK = {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS",
-              "question-answering": "QUESTION_ANS", "causal-lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
-# each task's head: trained fully (peft's modules_to_save for the task type), so it must not also get an adapter
-_TASK_HEADS = {"sequence-classification": ["classifier", "score"], "token-classification": ["classifier", "score"],
-               "question-answering": ["qa_outputs"]}
 
 
 class LoraConfig(MethodConfig):
@@ -36,18 +31,20 @@ class LoraConfig(MethodConfig):
                           "below the lowest one then need no backward pass. Default: every layer.")
 
 
-def apply(model: torch.nn.Module, config: LoraConfig, task: str) -> torch.nn.Module:
+def apply(model: torch.nn.Module, config: LoraConfig, task: TaskFacts) -> torch.nn.Module:
+    """LoRA through peft for the task's head type; the task head (``task.head_modules``) trains fully (peft's
+    modules_to_save for the task type), so it never also gets an adapter."""
     import peft
 
     targets = config.target_modules
     if targets is None and getattr(model.config, "model_type", "") == "encoder-decoder":
         targets = ["query", "value"]  # peft has no default for a joined encoder-decoder: BERT's choice, both sides
     if config.layers is not None:
-        targets = _layer_targets(model, targets, config.layers, _TASK_HEADS.get(task, []))
-    head = {"exclude_modules": _TASK_HEADS[task]} if targets == "all-linear" and task in _TASK_HEADS else {}
+        targets = _layer_targets(model, targets, config.layers, list(task.head_modules))
+    head = {"exclude_modules": list(task.head_modules)} if targets == "all-linear" and task.head_modules else {}
     peft_config = peft.LoraConfig(
         **head,  # the task head trains fully (modules_to_save); it must not also get an adapter
-        task_type=_PEFT_TASK[task],
+        task_type=task.peft_task_type,
         r=config.r,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
@@ -99,5 +96,5 @@ def _layer_targets(model: torch.nn.Module, targets: list[str] | str | None, laye
     return names
 
 
-register(MethodSpec("lora", LoraConfig, "tuneforge.methods.lora:apply", ALL_TASKS,
+register(MethodSpec("lora", LoraConfig, "tuneforge.methods.lora:apply",
                     "Low-rank adapters on chosen linear layers (peft); DoRA and rsLoRA as options."))

@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from tuneforge.config.schema import MethodConfig
-from tuneforge.methods.lora import _PEFT_TASK
-from tuneforge.methods.spec import ALL_TASKS, MethodSpec, register
+from tuneforge.methods.spec import MethodSpec, TaskFacts, register
 
 if TYPE_CHECKING:
     import torch
@@ -40,16 +39,16 @@ class IA3Config(MethodConfig):
     modules_to_save: list[str] | None = Field(None, description="Extra modules trained fully and saved.")
 
 
-def apply_prefix(model: torch.nn.Module, config: PrefixConfig, task: str) -> torch.nn.Module:
+def apply_prefix(model: torch.nn.Module, config: PrefixConfig, task: TaskFacts) -> torch.nn.Module:
     import peft
 
     return peft.get_peft_model(model, peft.PrefixTuningConfig(
-        task_type=_PEFT_TASK[task], num_virtual_tokens=config.num_virtual_tokens,
+        task_type=task.peft_task_type, num_virtual_tokens=config.num_virtual_tokens,
         prefix_projection=config.prefix_projection, encoder_hidden_size=config.encoder_hidden_size
         or model.config.hidden_size))
 
 
-def apply_prompt(model: torch.nn.Module, config: PromptConfig, task: str) -> torch.nn.Module:
+def apply_prompt(model: torch.nn.Module, config: PromptConfig, task: TaskFacts) -> torch.nn.Module:
     import peft
 
     options: dict = {"prompt_tuning_init": peft.PromptTuningInit.RANDOM}
@@ -57,22 +56,22 @@ def apply_prompt(model: torch.nn.Module, config: PromptConfig, task: str) -> tor
         options = {"prompt_tuning_init": peft.PromptTuningInit.TEXT, "prompt_tuning_init_text": config.init_text,
                    "tokenizer_name_or_path": model.config.name_or_path}
     return peft.get_peft_model(model, peft.PromptTuningConfig(
-        task_type=_PEFT_TASK[task], num_virtual_tokens=config.num_virtual_tokens, **options))
+        task_type=task.peft_task_type, num_virtual_tokens=config.num_virtual_tokens, **options))
 
 
-def apply_ia3(model: torch.nn.Module, config: IA3Config, task: str) -> torch.nn.Module:
+def apply_ia3(model: torch.nn.Module, config: IA3Config, task: TaskFacts) -> torch.nn.Module:
     import peft
 
     return peft.get_peft_model(model, peft.IA3Config(
-        task_type=_PEFT_TASK[task], target_modules=config.target_modules,
+        task_type=task.peft_task_type, target_modules=config.target_modules,
         feedforward_modules=config.feedforward_modules, modules_to_save=config.modules_to_save))
 
 
-register(MethodSpec("prefix", PrefixConfig, "tuneforge.methods.peft_methods:apply_prefix", ALL_TASKS,
+register(MethodSpec("prefix", PrefixConfig, "tuneforge.methods.peft_methods:apply_prefix",
                     "Prefix tuning: trained key/value prefixes in every attention layer (peft).", packs=False))
 # virtual tokens before the input shift every position, which a per-token head (tags, answer start/end) cannot take
 register(MethodSpec("prompt", PromptConfig, "tuneforge.methods.peft_methods:apply_prompt",
-                    tuple(t for t in ALL_TASKS if t not in ("token-classification", "question-answering")),
-                    "Prompt tuning: trained virtual token embeddings before the input (peft).", packs=False))
-register(MethodSpec("ia3", IA3Config, "tuneforge.methods.peft_methods:apply_ia3", ALL_TASKS,
+                    "Prompt tuning: trained virtual token embeddings before the input (peft).", packs=False,
+                    per_token_heads=False))
+register(MethodSpec("ia3", IA3Config, "tuneforge.methods.peft_methods:apply_ia3",
                     "IA3: learned scaling of attention keys/values and feed-forward activations (peft)."))

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from tuneforge.methods.lora import LoraConfig
 from tuneforge.methods.lora import apply as apply_lora
-from tuneforge.methods.spec import ALL_TASKS, MethodSpec, register
+from tuneforge.methods.spec import MethodSpec, register
 
 if TYPE_CHECKING:
     import torch
@@ -59,7 +59,7 @@ def load_kwargs(config: QLoraConfig) -> dict[str, Any]:
             "device_map": {"": 0} if torch.cuda.is_available() else {"": "cpu"}}
 
 
-def apply(model: torch.nn.Module, config: QLoraConfig, task: str) -> torch.nn.Module:
+def apply(model: torch.nn.Module, config: QLoraConfig, task: Any) -> torch.nn.Module:
     from peft import prepare_model_for_kbit_training
 
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
@@ -76,6 +76,6 @@ def keep_training_layout(model: torch.nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-register(MethodSpec("qlora", QLoraConfig, "tuneforge.methods.qlora:apply", ALL_TASKS,
+register(MethodSpec("qlora", QLoraConfig, "tuneforge.methods.qlora:apply",
                     "LoRA on a 4-bit NF4 (double-quantized) or 8-bit base model (bitsandbytes; CPU or CUDA).",
                     load="tuneforge.methods.qlora:load_kwargs"))

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from tuneforge.config.schema import MethodConfig
 from tuneforge.methods import adapter, freeze, full, lora, peft_methods, qlora  # noqa: F401  (each registers itself)
-from tuneforge.methods.spec import ALL_TASKS, METHODS as _METHODS, MethodSpec, register  # noqa: F401
+from tuneforge.methods.spec import METHODS as _METHODS, MethodSpec, TaskFacts, register  # noqa: F401
 
 if TYPE_CHECKING:
     import torch
@@ -51,11 +51,13 @@ def validate_method(value: dict[str, Any]) -> MethodConfig:
         raise ValueError(f".{field}: {error['msg']} (got {error.get('input')!r})") from None
 
 
-def apply_method(model: torch.nn.Module, config: MethodConfig, task: str) -> torch.nn.Module:
+def apply_method(model: torch.nn.Module, config: MethodConfig, task: TaskFacts) -> torch.nn.Module:
+    """The model ready to train with the method; ``task`` is the task's spec (its head type and modules)."""
     spec = spec_for(config.name)
-    if task not in spec.tasks:
-        can = [m for m, s in sorted(_METHODS.items()) if task in s.tasks]
-        raise ValueError(f"method {spec.name!r} does not apply to task {task!r} (methods that do: {', '.join(can)})")
+    if task.per_token_head and not spec.per_token_heads:
+        can = [m for m, s in sorted(_METHODS.items()) if s.per_token_heads]
+        raise ValueError(f"method {spec.name!r} does not apply to task {task.name!r}: its virtual tokens shift the "
+                         f"positions that the task's head reads (methods that do: {', '.join(can)})")
     module_name, _, function = spec.apply.partition(":")
     apply: ApplyFn = getattr(importlib.import_module(module_name), function)
     return apply(model, config, task)

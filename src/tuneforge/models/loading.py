@@ -54,22 +54,22 @@ def load_encoder(model: ResolvedModel, revision: str | None = None, trust_remote
     return AutoModel.from_pretrained(model.path, **_hub_kwargs(revision, trust_remote_code))
 
 
-def load_generative(model: ResolvedModel, task: str, revision: str | None = None,
+def load_generative(model: ResolvedModel, task: Any, revision: str | None = None,
                     trust_remote_code: bool = False, **load_kwargs: Any) -> Any:
-    """A causal LM (decoder) or a sequence-to-sequence model (encoder-decoder), weights in float32 (the
-    master copy; training autocasts), or quantized when ``load_kwargs`` say so (QLoRA)."""
+    """The model of a generative ``task`` (its spec: ``auto_class``; a decoder trains on next tokens), weights in
+    float32 (the master copy; training autocasts), or quantized when ``load_kwargs`` say so (QLoRA)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    import transformers
 
-    auto = AutoModelForCausalLM if task == "causal-lm" else AutoModelForSeq2SeqLM
-    if task == "causal-lm" and "attn_implementation" not in load_kwargs:
+    auto = getattr(transformers, task.auto_class)
+    if task.next_token_loss and "attn_implementation" not in load_kwargs:
         load_kwargs["attn_implementation"] = attention_implementation()
     try:
         return auto.from_pretrained(model.path, dtype=torch.float32, **_hub_kwargs(revision, trust_remote_code),
                                     **load_kwargs)
     except (OSError, ValueError) as exc:
-        kind = "a causal language model" if task == "causal-lm" else "an encoder-decoder (seq2seq) model"
-        raise UserError(f"model {model.name!r}: cannot load it as {kind} ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"model {model.name!r}: cannot load it for {task.name} ({task.description}): "
+                        f"{str(exc).splitlines()[0]}") from None
 
 
 def attention_implementation() -> str:

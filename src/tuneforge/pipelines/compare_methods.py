@@ -52,7 +52,7 @@ def headline_metric(config: RunConfig) -> str:
     from tuneforge.tasks.registry import task_spec
 
     task = task_spec(config.model.task)
-    if task.name == "causal-lm" and config.data.dataset_format == "text":
+    if task.generates and config.data.dataset_format == "text":
         return "perplexity"
     return task.headline[0]
 

@@ -131,9 +131,10 @@ def run_task(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str]
 def _apply_method(model: Any, config: RunConfig) -> Any:
     from tuneforge.errors import ConfigError
     from tuneforge.methods.registry import apply_method
+    from tuneforge.tasks.registry import task_spec
 
     try:
-        return apply_method(model, config.method, config.model.task)
+        return apply_method(model, config.method, task_spec(config.model.task))
     except ValueError as exc:
         raise ConfigError(f"method: {exc}") from None
 

@@ -23,9 +23,10 @@ def load_predictor(run_dir: str | Path, precision: str | None = None) -> Any:
     :class:`~tuneforge.tasks.question_answering.QaPredictor` (``answer``), a generative run a generator
     (``generate``)."""
     from tuneforge.tasks.registry import task_spec
+    from tuneforge.tasks.run_folder import task_of
 
     model_dir, meta = read_model_meta(run_dir)
-    return task_spec(meta.get("task", "sequence-classification")).call("predictor", model_dir, meta, precision)
+    return task_spec(task_of(meta)).call("predictor", model_dir, meta, precision)
 
 
 def predict_file(predictor: Predictor, source: str | Path, output: str | Path, text_column: str = "text") -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tuneforge.evaluation.report import page
 from tuneforge.io import read_log
+from tuneforge.tasks.run_folder import task_of
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -25,7 +26,7 @@ def write_report(run_dir: str | Path) -> Path:
     name = config_text.split("\n", 1)[0].removeprefix("name:").strip()
     from tuneforge.tasks.registry import task_spec
 
-    task = task_spec(metrics.get("task", "sequence-classification"))  # runs before 0.2 wrote no task
+    task = task_spec(task_of(metrics))
     return page(run_dir, name, [f"<h1>tuneforge run: {html.escape(name)}</h1>",
                                  *task.call("report", run_dir, metrics, data_report, params, log),
                                  "<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>"])

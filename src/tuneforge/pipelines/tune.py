@@ -21,7 +21,7 @@ class TuneResult:
     best_values: list[float]
     test_metrics: dict[str, Any] | None
     trials: list[dict[str, Any]]
-    task: str = "sequence-classification"
+    task: str
 
 
 def tune(config: RunConfig, output: str | Path | None = None, storage: str | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuneforge.planning.profile import CLASSIFICATION, _Block, _LinearInfo, _Profile
+from tuneforge.planning.profile import _Block, _LinearInfo, _Profile
 
 _PYTHON_ACTS = {"gelu_new": 4, "gelu_fast": 4, "quick_gelu": 2, "gelu_accurate": 4, "gelu_python": 4}
 
@@ -199,7 +199,7 @@ def _activation_bytes(profile: _Profile, batch: int, length: int, checkpointing:
     if any(lin.role in ("xk", "xv") and (lin.trains or lin.lora_r) for b in profile.blocks for lin in b.linears):
         extra += h
     head_transient = 0.0
-    if profile.task not in CLASSIFICATION:
+    if profile.vocabulary_head:
         if profile.final_norm:
             extra += h * (2 if profile.final_norm == "rms" and profile.lm_head_trains else 1)
             if profile.family == "t5" and profile.hidden_dropout > 0:
@@ -208,7 +208,7 @@ def _activation_bytes(profile: _Profile, batch: int, length: int, checkpointing:
         extra += h if profile.lm_head_trains else 0
         extra += profile.vocab  # the log-softmax kept by the loss (float32)
         head_transient = 2.0 * profile.vocab * tokens * 4  # its gradient and the logits' gradient
-    elif profile.task in ("token-classification", "question-answering"):  # a head on every token: its input, and BERT's dropout before it
+    elif profile.per_token_head:  # a head on every token: its input, and BERT's dropout before it
         extra += h * (1 + (mask if profile.hidden_dropout > 0 and profile.family == "bert" else 0))
         extra += h if profile.family != "bert" else 0  # a decoder's final norm
     elif profile.family != "bert":

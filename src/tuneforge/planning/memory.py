@@ -86,7 +86,7 @@ if TYPE_CHECKING:
     from tuneforge.config.schema import RunConfig
 
 from tuneforge.planning.activations import _activation_bytes
-from tuneforge.planning.profile import CLASSIFICATION, HEADS, _Profile, _profile, _profile_key  # noqa: F401
+from tuneforge.planning.profile import HEADS, _Profile, _profile, _profile_key  # noqa: F401
 
 MiB = 2**20
 # Resident growth over a baseline taken after torch/transformers/peft are imported (estimate() imports them): lazily
@@ -269,7 +269,7 @@ def _estimate_from(profile: _Profile, config: RunConfig, checkpointing: bool, de
     parts["workspace"] = int(workspace)
     eval_batch = config.train.eval_batch_size or 2 * batch
     evaluation = 0
-    if profile.task not in CLASSIFICATION:
+    if profile.vocabulary_head:
         evaluation = 2 * eval_batch * (length + profile.prompt_tokens) * profile.vocab * 4  # logits + log-probs
     static = parts["weights"] + parts["adapter"] + parts["optimizer"] + parts["workspace"]
     candidates = {"activations": activations, "gradients": parts["gradients"], "evaluation": evaluation}

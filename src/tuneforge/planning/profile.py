@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from tuneforge.config.schema import RunConfig
 
 HEADS = ("classifier", "score", "qa_outputs", "lm_head")  # never quantized (tuneforge.methods.qlora.HEADS)
-CLASSIFICATION = ("sequence-classification", "token-classification", "question-answering")  # small heads, no vocabulary
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,8 @@ class _Block:
 class _Profile:
     family: str  # llama | bert | t5 | generic
     task: str
+    vocabulary_head: bool  # an LM head over the vocabulary (generative), else a small task head
+    per_token_head: bool  # the small head reads every position (tags, spans)
     hidden: int
     vocab: int
     blocks: tuple[_Block, ...]
@@ -96,13 +97,16 @@ def _build_profile(model_cfg: dict, method_cfg: dict, num_labels: int) -> _Profi
 
     from tuneforge.methods.registry import validate_method
 
+    from tuneforge.tasks.registry import task_spec
+
     task = model_cfg["task"]
+    spec = task_spec(task)
     hf_config, path = _hf_config(model_cfg["name"], model_cfg.get("revision"), model_cfg.get("trust_remote_code"))
-    model = _meta_model(hf_config, task, num_labels, bool(model_cfg.get("trust_remote_code")))
+    model = _meta_model(hf_config, spec, num_labels, bool(model_cfg.get("trust_remote_code")))
     method = validate_method(method_cfg)
     # generative models load in float32; a classifier in its checkpoint's dtype; QLoRA casts what it does not
     # quantize to float32 (peft's prepare_model_for_kbit_training)
-    param_bytes = 4 if task not in CLASSIFICATION or method.name == "qlora" else \
+    param_bytes = 4 if spec.vocabulary_head or method.name == "qlora" else \
         _dtype_bytes(_checkpoint_dtype(hf_config))
 
     base_params = {id(p): p.numel() for p in model.parameters()}
@@ -117,7 +121,7 @@ def _build_profile(model_cfg: dict, method_cfg: dict, num_labels: int) -> _Profi
     from tuneforge.models.first_token import FIRST_TOKEN_CLASSIFIERS
 
     first_token = type(model).__name__ in FIRST_TOKEN_CLASSIFIERS and method.name != "prefix"
-    model = _apply_on_meta(model, method, task)
+    model = _apply_on_meta(model, method, spec)
     parameters = list(model.parameters())
     total = sum(p.numel() for p in parameters)
     trainable = sum(p.numel() for p in parameters if p.requires_grad)
@@ -139,12 +143,12 @@ def _build_profile(model_cfg: dict, method_cfg: dict, num_labels: int) -> _Profi
     if method.name == "qlora" and _dtype_bytes(_checkpoint_dtype(hf_config)) == 4 and _local(path):
         mapped = quantized_params * 4  # the float32 pages of the quantized tensors stay mapped (see module doc)
     attention = sum(_attention_width(b) for b in blocks)
-    sub = _sub_config(hf_config, "decoder") if task not in CLASSIFICATION else hf_config
+    sub = _sub_config(hf_config, "decoder") if spec.vocabulary_head else hf_config
     vocab = int(getattr(sub, "vocab_size", 0) or getattr(hf_config, "vocab_size", 0) or 0)
     final_norm = "" if family == "bert" else ("rms" if family in ("llama", "t5") else "layer")
     impl = getattr(model.config, "_attn_implementation", None) or "eager"
     return _Profile(
-        family=family, task=task, hidden=_hidden(hf_config), vocab=vocab, blocks=tuple(blocks),
+        family=family, task=task, vocabulary_head=spec.vocabulary_head, per_token_head=spec.per_token_head, hidden=_hidden(hf_config), vocab=vocab, blocks=tuple(blocks),
         total_base=total_base, total=total, trainable=trainable, param_bytes=param_bytes,
         weight_bytes=int(weight_bytes), quantized_params=quantized_params, mapped_checkpoint=mapped,
         matmul_params=matmul, matmul_trainable=matmul_trainable, matmul_backward=matmul_backward,
@@ -153,8 +157,8 @@ def _build_profile(model_cfg: dict, method_cfg: dict, num_labels: int) -> _Profi
         fused_attention=impl in ("sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"),
         attention_dropout=_attention_dropout(hf_config), hidden_dropout=_hidden_dropout(hf_config, family),
         act=_activation(hf_config), lm_head_trains=lm_head_trains,
-        head_hidden_ops=_bert_lm_head_ops(model) if task not in CLASSIFICATION else 0,
-        final_norm=final_norm if task not in CLASSIFICATION or family == "llama" else "",
+        head_hidden_ops=_bert_lm_head_ops(model) if spec.vocabulary_head else 0,
+        final_norm=final_norm if spec.vocabulary_head or family == "llama" else "",
         method=method.name, first_token=first_token and family == "bert")
 
 
@@ -180,22 +184,20 @@ def _hf_config(name: str, revision: str | None, trust_remote_code: bool | None) 
     return AutoConfig.from_pretrained(resolved.path, **kwargs), resolved.path
 
 
-def _meta_model(hf_config: Any, task: str, num_labels: int, trust_remote_code: bool) -> torch.nn.Module:
+def _meta_model(hf_config: Any, task: Any, num_labels: int, trust_remote_code: bool) -> torch.nn.Module:
+    """The task's model (its spec's transformers class) on the meta device; a small head sized by the labels, or
+    by the task itself (QA: start and end)."""
     import copy
     import logging
 
     import torch
-    from transformers import (AutoModelForCausalLM, AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM,
-                              AutoModelForSequenceClassification, AutoModelForTokenClassification,
-                              logging as hf_logging)
+    import transformers
+    from transformers import logging as hf_logging
 
     hf_config = copy.deepcopy(hf_config)
-    auto = {"sequence-classification": AutoModelForSequenceClassification,
-            "token-classification": AutoModelForTokenClassification, "causal-lm": AutoModelForCausalLM,
-            "question-answering": AutoModelForQuestionAnswering,
-            "seq2seq": AutoModelForSeq2SeqLM}[task]
-    if task in CLASSIFICATION:
-        hf_config.num_labels = 2 if task == "question-answering" else num_labels  # start and end logits
+    auto = getattr(transformers, task.auto_class)
+    if not task.vocabulary_head:
+        hf_config.num_labels = task.head_size or num_labels
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity(logging.ERROR)
     try:
@@ -206,7 +208,7 @@ def _meta_model(hf_config: Any, task: str, num_labels: int, trust_remote_code: b
         hf_logging.set_verbosity(verbosity)
 
 
-def _apply_on_meta(model: torch.nn.Module, method: Any, task: str) -> torch.nn.Module:
+def _apply_on_meta(model: torch.nn.Module, method: Any, task: Any) -> torch.nn.Module:
     """The run's method applied to the meta model (QLoRA as LoRA: its quantization is counted separately)."""
     import torch
 

@@ -46,7 +46,7 @@ def load_model(resolved: Any, prepared: Prepared, config: RunConfig, tokenizer: 
     from tuneforge.methods.registry import load_kwargs
     from tuneforge.models.loading import load_generative
 
-    model = load_generative(resolved, config.model.task, config.model.revision, config.model.trust_remote_code,
+    model = load_generative(resolved, _spec(config), config.model.revision, config.model.trust_remote_code,
                             **load_kwargs(config.method))
     formatter, lint = prepared.extra["formatter"], prepared.report["template_lint"]
     if formatter is not None and end_token_untrained(model, formatter.end_token_id):
@@ -89,7 +89,7 @@ def _evaluate_test(model: Any, tokenizer: Any, formatter: ChatFormatter | None, 
     test = TestSet(sampled, _prompts(sampled, formatter, tokenizer, config), encoded["test"],
                    _prompts(_kept(data.splits["test"], encoded["test_kept"]), formatter, tokenizer, config)
                    if config.model.task == "seq2seq" else None)
-    base_loader = lambda: compute_in(load_generative(resolved, config.model.task, config.model.revision,  # noqa: E731
+    base_loader = lambda: compute_in(load_generative(resolved, _spec(config), config.model.revision,  # noqa: E731
                                                      config.model.trust_remote_code), precision_of(model))
     return evaluate_generative(model, base_loader, tokenizer, formatter, data, test, config, run_dir)
 
@@ -205,3 +205,9 @@ def _summary(data: GenerativeData, lint: dict[str, Any], tokens: dict[str, Any])
             f"{dropped}{template}; padding {100 * tokens['padding_share']:.1f}% "
             f"({'packed' if tokens['packing'] else 'not packed'}; {100 * tokens['padding_share_unpacked']:.1f}% "
             f"without packing)")
+
+
+def _spec(config: RunConfig) -> Any:
+    from tuneforge.tasks.registry import task_spec
+
+    return task_spec(config.model.task)

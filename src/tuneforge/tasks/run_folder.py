@@ -19,3 +19,12 @@ def read_model_meta(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
         raise UserError(f"{run_dir}: not a tuneforge run folder (no model/tuneforge.json); give the folder that "
                         f"tuneforge train wrote")
     return model_dir, json.loads(meta_path.read_text())
+
+
+def task_of(record: dict[str, Any]) -> str:
+    """The task a run folder's ``tuneforge.json`` or ``metrics.json`` names; folders written before the task was
+    recorded hold a classification run."""
+    return str(record.get("task") or LEGACY_TASK)
+
+
+LEGACY_TASK = "sequence-classification"

@@ -24,6 +24,13 @@ class TaskSpec:
     next_token_loss: bool  # a decoder's next-token loss (the LM head computed at labelled positions only)
     generates: bool  # its model writes text (generate, chat), rather than labelling it (predict)
     inputs: tuple[str, ...]  # what its predictor reads per example: ("text",), or ("question", "context")
+    # what the layers below read of a task (methods, planning, loading: they are handed the spec, never the name)
+    peft_task_type: str  # peft's TaskType name for this head
+    head_modules: tuple[str, ...]  # names of the task head's modules: trained fully, never adapted
+    per_token_head: bool  # the head reads every position (tags, answer start/end): nothing may shift them
+    vocabulary_head: bool  # an LM head over the vocabulary (generative), else a small head
+    head_size: int | None  # the head's outputs when the labels do not size it (QA: start and end)
+    windows: bool  # long inputs are read in overlapping windows (data.doc_stride)
     # the recipe's steps that differ (pipelines/finetune.py runs them in order), each a "module:function":
     prepare: str  # (config, tokenizer, resolved) -> Prepared: records read, checked, split, encoded
     load_model: str  # (resolved, prepared, config, tokenizer) -> the base model with the task's head
