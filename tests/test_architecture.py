@@ -82,3 +82,12 @@ def test_tests_mirror_the_source_folders():
     folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
     packages = {p.name for p in SOURCE.iterdir() if (p / "__init__.py").exists()}
     assert folders and folders <= packages, folders - packages
+
+
+def test_every_task_step_resolves():
+    from tuneforge.tasks.registry import all_specs
+    from tuneforge.tasks.spec import STEPS, resolve
+
+    for spec in all_specs():
+        for step in (*STEPS, "report"):
+            assert callable(resolve(getattr(spec, step))), (spec.name, step)

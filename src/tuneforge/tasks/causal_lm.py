@@ -1,8 +1,10 @@
 """Causal language modelling: instruction tuning of a decoder (chat data) or continued pretraining on raw text,
 scored by generation metrics and perplexity against the base model zero-shot and few-shot."""
 
-from tuneforge.tasks.spec import TaskSpec, register
+from tuneforge.tasks.spec import TaskSpec, register, steps
 
+GENERATIVE_STEPS = {**steps("tuneforge.tasks.generative", evaluate_saved="evaluate_saved_generative"),
+                    "predictor": "tuneforge.tasks.generator:load_generator_from_meta"}
 GENERATIVE_SHOWN = ("rougeL", "bleu", "chrf", "meteor", "exact_match", "ended_rate", "perplexity")
 
 register(TaskSpec(
@@ -24,11 +26,6 @@ register(TaskSpec(
     head_size=None,
     windows=False,
     labelled_head=False,
-    prepare="tuneforge.tasks.generative:prepare",
-    load_model="tuneforge.tasks.generative:load_model",
-    trainer_parts="tuneforge.tasks.generative:trainer_parts",
-    evaluate="tuneforge.tasks.generative:evaluate",
-    evaluate_saved="tuneforge.tasks.generative:evaluate_saved_generative",
     report="tuneforge.evaluation.report_generative:generative_parts",
-    predictor="tuneforge.tasks.generator:load_generator_from_meta",
+    **GENERATIVE_STEPS,
 ))

@@ -17,7 +17,7 @@ from tuneforge.config.schema import DataConfig, RunConfig
 from tuneforge.data.qa import QaData, QaExample, prepare_qa
 from tuneforge.data.qa_features import Features, build_features
 from tuneforge.io import atomic_write_text
-from tuneforge.tasks.spec import Prepared, TaskSpec, TrainerParts, register
+from tuneforge.tasks.spec import Prepared, TaskSpec, TrainerParts, register, steps
 
 LABEL_NAMES = ["start_positions", "end_positions"]
 HERE = "tuneforge.tasks.question_answering"
@@ -41,13 +41,8 @@ register(TaskSpec(
     head_size=2,
     windows=True,
     labelled_head=False,
-    prepare=f"{HERE}:prepare",
-    load_model=f"{HERE}:load_model",
-    trainer_parts=f"{HERE}:trainer_parts",
-    evaluate=f"{HERE}:evaluate",
-    evaluate_saved=f"{HERE}:evaluate_saved_qa",
     report="tuneforge.evaluation.report_qa:qa_parts",
-    predictor=f"{HERE}:load_qa_predictor",
+    **steps(HERE, evaluate_saved="evaluate_saved_qa", predictor="load_qa_predictor"),
 ))
 
 

@@ -1,7 +1,7 @@
 """Sequence to sequence: an encoder-decoder writes the answer to a source text, scored by generation metrics and
 perplexity against copying the input."""
 
-from tuneforge.tasks.causal_lm import GENERATIVE_SHOWN
+from tuneforge.tasks.causal_lm import GENERATIVE_SHOWN, GENERATIVE_STEPS
 from tuneforge.tasks.spec import TaskSpec, register
 
 register(TaskSpec(
@@ -23,11 +23,6 @@ register(TaskSpec(
     head_size=None,
     windows=False,
     labelled_head=False,
-    prepare="tuneforge.tasks.generative:prepare",
-    load_model="tuneforge.tasks.generative:load_model",
-    trainer_parts="tuneforge.tasks.generative:trainer_parts",
-    evaluate="tuneforge.tasks.generative:evaluate",
-    evaluate_saved="tuneforge.tasks.generative:evaluate_saved_generative",
     report="tuneforge.evaluation.report_generative:generative_parts",
-    predictor="tuneforge.tasks.generator:load_generator_from_meta",
+    **GENERATIVE_STEPS,
 ))

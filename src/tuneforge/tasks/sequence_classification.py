@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.tasks.spec import Prepared, TaskSpec, TrainerParts, register
+from tuneforge.tasks.spec import Prepared, TaskSpec, TrainerParts, register, steps
 
 HERE = "tuneforge.tasks.sequence_classification"
 
@@ -37,13 +37,8 @@ register(TaskSpec(
     head_size=None,
     windows=False,
     labelled_head=True,
-    prepare=f"{HERE}:prepare",
-    load_model=f"{HERE}:load_model",
-    trainer_parts=f"{HERE}:trainer_parts",
-    evaluate=f"{HERE}:evaluate",
-    evaluate_saved=f"{HERE}:evaluate_saved",
     report="tuneforge.evaluation.report:classification_parts",
-    predictor=f"{HERE}:load_label_predictor",
+    **steps(HERE, predictor="load_label_predictor"),
 ))
 
 

@@ -92,3 +92,12 @@ def resolve(reference: str) -> Callable[..., Any]:
 
 def direction(metric: str) -> str:
     return "minimize" if metric in LOWER_IS_BETTER or metric in COSTS else "maximize"
+
+
+STEPS = ("prepare", "load_model", "trainer_parts", "evaluate", "evaluate_saved", "predictor")
+
+
+def steps(module: str, **renamed: str) -> dict[str, str]:
+    """The step references of a task whose steps are functions of ``module`` named after the step (``renamed``:
+    step -> another function name)."""
+    return {step: f"{module}:{renamed.get(step, step)}" for step in STEPS}

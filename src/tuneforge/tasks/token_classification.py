@@ -16,7 +16,7 @@ from typing import Any
 from tuneforge.config.schema import RunConfig
 from tuneforge.data.ner import NerData, prepare_ner
 from tuneforge.io import atomic_write_text
-from tuneforge.tasks.spec import Prepared, TaskSpec, TrainerParts, register
+from tuneforge.tasks.spec import Prepared, TaskSpec, TrainerParts, register, steps
 
 HERE = "tuneforge.tasks.token_classification"
 
@@ -39,13 +39,8 @@ register(TaskSpec(
     head_size=None,
     windows=False,
     labelled_head=True,
-    prepare=f"{HERE}:prepare",
-    load_model=f"{HERE}:load_model",
-    trainer_parts=f"{HERE}:trainer_parts",
-    evaluate=f"{HERE}:evaluate",
-    evaluate_saved=f"{HERE}:evaluate_saved_ner",
     report="tuneforge.evaluation.report_ner:ner_parts",
-    predictor=f"{HERE}:load_tag_predictor",
+    **steps(HERE, evaluate_saved="evaluate_saved_ner", predictor="load_tag_predictor"),
 ))
 
 
