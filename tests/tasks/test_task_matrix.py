@@ -137,7 +137,8 @@ def _config(task: str, model: str, data: Path) -> dict[str, Any]:
     config = {
         "name": f"matrix-{task}", "model": {"name": model, "task": task},
         "data": {"path": str(data), "max_length": 16}, "method": dict(LORA),
-        "train": {"epochs": 2, "batch_size": 8, "learning_rate": 3e-2, "logging_steps": 2},
+        # no early stopping: the best checkpoint is then picked by the task's own validation metric
+        "train": {"epochs": 2, "batch_size": 8, "learning_rate": 3e-2, "logging_steps": 2, "early_stopping": None},
         "evaluation": {"bootstrap_samples": 100, "max_test_examples": 6, "few_shot_k": 1,
                        "generation": {"max_new_tokens": 6, "batch_size": 4}},
         "tracking": {"dir": str(data.parent / "mlflow")},

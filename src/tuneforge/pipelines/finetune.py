@@ -204,7 +204,8 @@ def train_with_resume(model: Any, tokenizer: Any, train_set: list[Any], eval_set
     trainer = build_trainer(model, tokenizer, train_set, eval_set, config.train, parts.num_labels, run_dir,
                             [TrackingCallback(tracker), *callbacks], config.tracking.extra, quiet, collator,
                             parts.metrics_fn, causal_lm=task.next_token_loss,
-                            gradient_checkpointing=checkpointing and not method_checkpoints, group_by_length=group)
+                            gradient_checkpointing=checkpointing and not method_checkpoints, group_by_length=group,
+                            selection=task.selection[0])
     if not parts.exact_token_loss:
         # a model whose loss is a plain per-batch mean (EncoderDecoderModel) ignores num_items_in_batch: let the
         # Trainer divide by the accumulation steps itself

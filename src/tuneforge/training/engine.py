@@ -31,11 +31,12 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
                   config: TrainConfig, num_labels: int, run_dir: Path, extra_callbacks: list[Any] = (),
                   report_to: list[str] = (), quiet: bool = False, collator: Any = None,
                   metrics_fn: Any = None, causal_lm: bool = False, gradient_checkpointing: bool = False,
-                  group_by_length: bool = False) -> Any:
+                  group_by_length: bool = False, selection: str = "macro_f1") -> Any:
     """A Trainer for a classifier (``num_labels`` classes, metrics from argmax); given a ``collator`` and a
     ``metrics_fn(label_ids, logits)``, for a token classifier; given a ``collator`` alone, for a generative
     model (validation loss only: no logits are kept). ``causal_lm``: next-token loss with the LM head computed
-    at labelled positions only (not with virtual-token methods, whose rows peft extends)."""
+    at labelled positions only (not with virtual-token methods, whose rows peft extends). ``selection``: the
+    validation metric that picks the best checkpoint when early stopping (which names its own) is off."""
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
 
@@ -47,7 +48,7 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
     precision = resolve_precision(config.precision, cuda)
 
     early = config.early_stopping
-    metric = early.metric if early else ("loss" if generative else "entity_f1" if metrics_fn else "macro_f1")
+    metric = early.metric if early else selection
     args = _training_arguments(config, run_dir, metric, generative, precision, cuda, report_to,
                                gradient_checkpointing, group_by_length)
     callbacks: list[Any] = [JsonlLogCallback(run_dir / "train_log.jsonl"), NanGuardCallback(), *extra_callbacks]
@@ -66,7 +67,10 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
         from tuneforge.training.fast_dropout import use_fast_dropout
 
         use_fast_dropout(model)  # same drop rates, cheaper masks (torch's CPU bernoulli_ is slow)
-    speed = SpeedMeter(flops_model(model, causal=causal_lm), matmul_peak(_DTYPES[precision], device), causal_lm)
+    peak = matmul_peak(_DTYPES[precision], device)
+    if not cuda:  # CPU autocast leaves part of the work in fp32: the device's best is the faster of the two
+        peak = max(peak, matmul_peak("float32", device))
+    speed = SpeedMeter(flops_model(model, causal=causal_lm), peak, causal_lm)
     trainer = TuneforgeTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                                processing_class=tokenizer, data_collator=collator or DataCollatorWithPadding(tokenizer),
                                compute_metrics=None if generative else compute_metrics, callbacks=callbacks,
