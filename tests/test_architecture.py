@@ -24,8 +24,10 @@ def test_import_layers_and_no_cycles():
 
 
 @pytest.mark.parametrize("argv", [["config", "validate", "examples/bbc.yaml"], ["train", "--help"],
-                                  ["config", "keys"], ["--help"]])
-def test_light_commands_never_import_torch(argv):
+                                  ["config", "show", "examples/bbc.yaml"], ["config", "keys"], ["--help"],
+                                  ["runs", "list", "--tracking-dir", "{tmp}/mlflow"]])
+def test_light_commands_never_import_torch(argv, tmp_path):
+    argv = [arg.format(tmp=tmp_path) for arg in argv]
     script = ("import sys, runpy; sys.argv = ['tuneforge', *sys.argv[1:]]\n"
               "try:\n    from tuneforge.cli import main; code = main(sys.argv[1:])\n"
               "except SystemExit as exit:\n    code = exit.code\n"
