@@ -10,16 +10,23 @@ from tuneforge.config.schema import RunConfig
 
 def evaluate_saved_run(run_dir: Path, config: RunConfig) -> dict[str, Any]:
     """Score a finished run's saved model on the test split (for a search's best trial) the way its task scores
-    a run, add the test figures to its metrics.json and write its report."""
+    a run: the task's predictor (in the run's precision), its data step and its test scoring; add the test figures
+    to its metrics.json and write its report."""
     import json
 
-    from tuneforge.pipelines.report import write_report
     from tuneforge.io import atomic_write_json
+    from tuneforge.models.assets import resolve_model
+    from tuneforge.pipelines.predict import load_predictor
+    from tuneforge.pipelines.report import write_report
     from tuneforge.tasks.registry import task_spec
 
     task = task_spec(config.model.task)
+    predictor = load_predictor(run_dir)
+    resolved = resolve_model(config.model.name, config.model.revision)
+    prepared = task.call("prepare", config, predictor.tokenizer, resolved)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    metrics.update(task=task.name, **task.call("evaluate_saved", run_dir, config))
+    metrics.update(task=task.name, **task.call("evaluate", predictor.model, predictor.tokenizer, prepared, config,
+                                               run_dir, resolved))
     atomic_write_json(run_dir / "metrics.json", metrics)
     write_report(run_dir)
     return metrics

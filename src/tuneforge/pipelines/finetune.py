@@ -63,7 +63,7 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     try:
-        metrics = run_task(config, run_dir, resume, log, evaluate_test, list(callbacks), tracker, quiet)
+        metrics = run_task(task, config, run_dir, resume, log, evaluate_test, list(callbacks), tracker, quiet)
         metrics = {"task": task.name, **metrics, "seconds": round(time.time() - started, 1)}
         params = json.loads((run_dir / "params.json").read_text())
         tracker.log_metrics({"params_total": params["total"], "params_trainable": params["trainable"]})
@@ -83,8 +83,8 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
     return RunResult(run_dir=run_dir, metrics=metrics, seconds=time.time() - started, tracking_run_id=tracker.run_id)
 
 
-def run_task(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None], evaluate_test: bool,
-             callbacks: list[Any], tracker: Any, quiet: bool = False) -> dict[str, Any]:
+def run_task(task: Any, config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None],
+             evaluate_test: bool, callbacks: list[Any], tracker: Any, quiet: bool = False) -> dict[str, Any]:
     """The recipe, the same for every task; the task's spec supplies the steps that differ."""
     from transformers import set_seed
 
@@ -92,9 +92,7 @@ def run_task(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str]
     from tuneforge.models.inspection import count_parameters, parameter_line
     from tuneforge.models.loading import load_tokenizer
     from tuneforge.pipelines.evaluate import best_checkpoint_info
-    from tuneforge.tasks.registry import task_spec
 
-    task = task_spec(config.model.task)
     # data
     resolved = resolve_model(config.model.name, config.model.revision)
     tokenizer = load_tokenizer(resolved, config.model.revision, config.model.trust_remote_code)
@@ -106,7 +104,7 @@ def run_task(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str]
     log(data.summary)
     for warning in data.warnings:
         log(f"warning: {warning}")
-    model = _apply_method(model, config)
+    model = _apply_method(model, config, task)
     params = count_parameters(model)
     atomic_write_json(run_dir / "params.json", params)
     tracker.log_metrics(data.tracked)
@@ -114,7 +112,7 @@ def run_task(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str]
     # train
     parts = task.call("trainer_parts", model, tokenizer, data, config)
     trainer, train_seconds = train_with_resume(model, tokenizer, data.train, data.validation, config, run_dir, resume,
-                                               log, callbacks, tracker, quiet, parts)
+                                               log, callbacks, tracker, quiet, parts, task)
     model = trainer.model
     save_model(model, tokenizer, run_dir / "model", resolved.path, config, data.labels, data.meta)
     training = {"global_steps": trainer.state.global_step, "epochs_run": round(trainer.state.epoch or 0.0, 3),
@@ -128,13 +126,12 @@ def run_task(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str]
     return result
 
 
-def _apply_method(model: Any, config: RunConfig) -> Any:
+def _apply_method(model: Any, config: RunConfig, task: Any) -> Any:
     from tuneforge.errors import ConfigError
     from tuneforge.methods.registry import apply_method
-    from tuneforge.tasks.registry import task_spec
 
     try:
-        return apply_method(model, config.method, task_spec(config.model.task))
+        return apply_method(model, config.method, task)
     except ValueError as exc:
         raise ConfigError(f"method: {exc}") from None
 
@@ -183,26 +180,17 @@ def _with_checkpointing(config: RunConfig, on: bool) -> RunConfig:
 
 def train_with_resume(model: Any, tokenizer: Any, train_set: list[Any], eval_set: list[Any], config: RunConfig,
                       run_dir: Path, resume: bool, log: Callable[[str], None], callbacks: list[Any], tracker: Any,
-                      quiet: bool, parts: Any) -> tuple[Any, float]:
+                      quiet: bool, parts: Any, task: Any) -> tuple[Any, float]:
     """Build the Trainer with the task's ``parts`` (collator, validation metrics), continue from the last checkpoint
     when resuming, train; returns it and the seconds."""
     from tuneforge.training.callbacks import TrackingCallback
     from tuneforge.training.engine import build_trainer, last_checkpoint
 
-    from tuneforge.data.packing import PaddedCollator
-
     method_checkpoints = bool(getattr(config.method, "gradient_checkpointing", False))  # qlora prepares its own
     checkpointing = config.train.gradient_checkpointing is True  # "auto" was decided by _check_memory
-    from tuneforge.tasks.registry import task_spec
-
-    task = task_spec(config.model.task)
-    collator = parts.collator
-    group = config.train.group_by_length
-    if group is None:  # by default, batches of a loss per token are grouped unless packing already fills rows
-        group = task.group_by_length and (collator is None or isinstance(collator, PaddedCollator)
-                                          or not task.next_token_loss)
+    group = parts.group_by_length if config.train.group_by_length is None else config.train.group_by_length
     trainer = build_trainer(model, tokenizer, train_set, eval_set, config.train, parts.num_labels, run_dir,
-                            [TrackingCallback(tracker), *callbacks], config.tracking.extra, quiet, collator,
+                            [TrackingCallback(tracker), *callbacks], config.tracking.extra, quiet, parts.collator,
                             parts.metrics_fn, causal_lm=task.next_token_loss,
                             gradient_checkpointing=checkpointing and not method_checkpoints, group_by_length=group,
                             selection=task.selection[0])

@@ -3,7 +3,7 @@ scored by generation metrics and perplexity against the base model zero-shot and
 
 from tuneforge.tasks.spec import TaskSpec, register, steps
 
-GENERATIVE_STEPS = {**steps("tuneforge.tasks.generative", evaluate_saved="evaluate_saved_generative"),
+GENERATIVE_STEPS = {**steps("tuneforge.tasks.generative"),
                     "predictor": "tuneforge.tasks.generator:load_generator_from_meta"}
 GENERATIVE_SHOWN = ("rougeL", "bleu", "chrf", "meteor", "exact_match", "ended_rate", "perplexity")
 
@@ -15,7 +15,6 @@ register(TaskSpec(
     headline=("rougeL", "perplexity"),  # raw text (continued pretraining) has perplexity only
     shown=GENERATIVE_SHOWN,
     auto_class="AutoModelForCausalLM",
-    group_by_length=True,
     next_token_loss=True,
     generates=True,
     inputs=("text",),

@@ -69,7 +69,8 @@ def trainer_parts(model: Any, tokenizer: Any, prepared: Prepared, config: RunCon
         collator = BatchPackingCollator(pad, config.data.max_length)
     else:
         collator = PackedCollator(pad)
-    return TrainerParts(collator=collator, exact_token_loss=config.model.task != "seq2seq")
+    return TrainerParts(collator=collator, exact_token_loss=config.model.task != "seq2seq",
+                        group_by_length=not prepared.extra["packing"])  # packed rows are full already
 
 
 def evaluate(model: Any, tokenizer: Any, prepared: Prepared, config: RunConfig, run_dir: Path,
@@ -92,21 +93,6 @@ def _evaluate_test(model: Any, tokenizer: Any, formatter: ChatFormatter | None, 
     base_loader = lambda: compute_in(load_generative(resolved, _spec(config), config.model.revision,  # noqa: E731
                                                      config.model.trust_remote_code), precision_of(model))
     return evaluate_generative(model, base_loader, tokenizer, formatter, data, test, config, run_dir)
-
-
-def evaluate_saved_generative(run_dir: Path, config: RunConfig) -> dict[str, Any]:
-    """The test scoring of a finished run's saved model (a search's best trial), as its run would have scored it."""
-    from tuneforge.models.assets import resolve_model
-    from tuneforge.tasks.generator import load_generator_from_meta
-    from tuneforge.tasks.run_folder import read_model_meta
-
-    generator = load_generator_from_meta(*read_model_meta(run_dir))
-    data = prepare_generative(config.data, config.train.seed)
-    seq2seq = config.model.task == "seq2seq"
-    formatter = None if (seq2seq or data.raw_text) else ChatFormatter(generator.tokenizer, config.data.template)
-    encoded, _lint = _encode(data, formatter, generator.tokenizer, config)
-    resolved = resolve_model(config.model.name, config.model.revision)
-    return _evaluate_test(generator.model, generator.tokenizer, formatter, data, encoded, config, run_dir, resolved)
 
 
 def _packing(config: RunConfig) -> bool:

@@ -30,7 +30,6 @@ register(TaskSpec(
     headline=("f1",),
     shown=("exact_match", "f1"),
     auto_class="AutoModelForQuestionAnswering",
-    group_by_length=False,
     next_token_loss=False,
     generates=False,
     inputs=("question", "context"),
@@ -42,7 +41,7 @@ register(TaskSpec(
     windows=True,
     labelled_head=False,
     report="tuneforge.evaluation.report_qa:qa_parts",
-    **steps(HERE, evaluate_saved="evaluate_saved_qa", predictor="load_qa_predictor"),
+    **steps(HERE, predictor="load_qa_predictor"),
 ))
 
 
@@ -223,13 +222,3 @@ def load_qa_predictor(model_dir: Path, meta: dict[str, Any], precision: str | No
         hf_logging.set_verbosity(verbosity)
     return QaPredictor(model.eval(), tokenizer, meta["max_length"], meta.get("doc_stride", 32),
                        meta.get("n_best", 20), meta.get("max_answer_length", 30))
-
-
-def evaluate_saved_qa(run_dir: Path, config: RunConfig) -> dict[str, Any]:
-    """The test scoring of a finished run's saved model (a search's best trial)."""
-    from tuneforge.tasks.run_folder import read_model_meta
-
-    model_dir, meta = read_model_meta(run_dir)
-    predictor = load_qa_predictor(model_dir, meta)
-    data = prepare_qa(config.data, config.train.seed)
-    return evaluate_qa(predictor.model, predictor.tokenizer, data, config, run_dir)

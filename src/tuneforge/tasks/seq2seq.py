@@ -12,7 +12,6 @@ register(TaskSpec(
     headline=("rougeL", "perplexity"),
     shown=GENERATIVE_SHOWN,
     auto_class="AutoModelForSeq2SeqLM",
-    group_by_length=True,
     next_token_loss=False,
     generates=True,
     inputs=("text",),

@@ -26,7 +26,6 @@ register(TaskSpec(
     headline=("macro_f1",),
     shown=("accuracy", "macro_f1", "weighted_f1"),
     auto_class="AutoModelForSequenceClassification",
-    group_by_length=False,
     next_token_loss=False,
     generates=False,
     inputs=("text",),
@@ -96,19 +95,6 @@ def evaluate(model: Any, tokenizer: Any, prepared: Prepared, config: Any, run_di
         "finetuned_minus_baseline": {name: paired_difference(y_true, y_pred, pred, len(data.labels), indices,
                                                              ev.confidence) for name, pred in predictions.items()},
         "confidence": ev.confidence, "bootstrap_samples": ev.bootstrap_samples}}
-
-
-def evaluate_saved(run_dir: Path, config: Any) -> dict[str, Any]:
-    from tuneforge.data.prepare import prepare_data
-    from tuneforge.models.assets import resolve_model
-    from tuneforge.tasks.run_folder import read_model_meta
-
-    model_dir, meta = read_model_meta(run_dir)
-    predictor = load_label_predictor(model_dir, meta)
-    data = prepare_data(config.data, config.train.seed)
-    prepared = Prepared([], [], list(data.labels), data.report, "", data)
-    return evaluate(predictor.model, predictor.tokenizer, prepared, config, run_dir,
-                    resolve_model(config.model.name, config.model.revision))
 
 
 @dataclass

@@ -20,7 +20,6 @@ class TaskSpec:
     shown: tuple[str, ...]  # test metrics of the console summary
     auto_class: str  # the transformers Auto class of its model (export, predictors)
     labelled_head: bool  # its head is sized by the run's labels (classes or tags)
-    group_by_length: bool  # a loss per token: batches of similar length waste less padding (unless packed)
     next_token_loss: bool  # a decoder's next-token loss (the LM head computed at labelled positions only)
     generates: bool  # its model writes text (generate, chat), rather than labelling it (predict)
     inputs: tuple[str, ...]  # what its predictor reads per example: ("text",), or ("question", "context")
@@ -36,7 +35,6 @@ class TaskSpec:
     load_model: str  # (resolved, prepared, config, tokenizer) -> the base model with the task's head
     trainer_parts: str  # (model, tokenizer, prepared, config) -> TrainerParts: collator, validation metrics
     evaluate: str  # (model, tokenizer, prepared, config, run_dir, resolved) -> {"test": ...} against the baselines
-    evaluate_saved: str  # (run_dir, config) -> the same for a finished run's saved model (a search's best trial)
     report: str  # (run_dir, metrics, data_report, params, log) -> HTML parts of report.html
     predictor: str  # (model_dir, meta, precision) -> an object with the task's predict method
 
@@ -74,6 +72,7 @@ class TrainerParts:
     num_labels: int = 0
     exact_token_loss: bool = True  # False for a model whose loss ignores num_items_in_batch
     setup: Any = None  # (trainer) -> None, for a task that needs more of the Trainer
+    group_by_length: bool = False  # default of train.group_by_length: a loss per token in unpacked batches
 
 
 TASKS: dict[str, TaskSpec] = {}
@@ -94,7 +93,7 @@ def direction(metric: str) -> str:
     return "minimize" if metric in LOWER_IS_BETTER or metric in COSTS else "maximize"
 
 
-STEPS = ("prepare", "load_model", "trainer_parts", "evaluate", "evaluate_saved", "predictor")
+STEPS = ("prepare", "load_model", "trainer_parts", "evaluate", "predictor")
 
 
 def steps(module: str, **renamed: str) -> dict[str, str]:

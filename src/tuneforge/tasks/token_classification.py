@@ -28,7 +28,6 @@ register(TaskSpec(
     headline=("entity_f1",),
     shown=("entity_f1", "entity_precision", "entity_recall", "token_accuracy"),
     auto_class="AutoModelForTokenClassification",
-    group_by_length=True,
     next_token_loss=False,
     generates=False,
     inputs=("text",),
@@ -40,7 +39,7 @@ register(TaskSpec(
     windows=False,
     labelled_head=True,
     report="tuneforge.evaluation.report_ner:ner_parts",
-    **steps(HERE, evaluate_saved="evaluate_saved_ner", predictor="load_tag_predictor"),
+    **steps(HERE, predictor="load_tag_predictor"),
 ))
 
 
@@ -69,7 +68,7 @@ def trainer_parts(model: Any, tokenizer: Any, prepared: Prepared, config: RunCon
 
     labels = prepared.labels
     return TrainerParts(collator=DataCollatorForTokenClassification(tokenizer),
-                        metrics_fn=lambda ids, logits: eval_ner(ids, logits, labels))
+                        metrics_fn=lambda ids, logits: eval_ner(ids, logits, labels), group_by_length=True)
 
 
 def evaluate(model: Any, tokenizer: Any, prepared: Prepared, config: RunConfig, run_dir: Path,
@@ -167,13 +166,3 @@ def load_tag_predictor(model_dir: Path, meta: dict[str, Any], precision: str | N
     model = load_trained(model_dir, meta, AutoModelForTokenClassification, precision, num_labels=len(labels),
                          id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
     return TagPredictor(model.eval(), tokenizer, labels, meta["max_length"])
-
-
-def evaluate_saved_ner(run_dir: Path, config: RunConfig) -> dict[str, Any]:
-    """The test scoring of a finished run's saved model (a search's best trial)."""
-    from tuneforge.tasks.run_folder import read_model_meta
-
-    model_dir, meta = read_model_meta(run_dir)
-    predictor = load_tag_predictor(model_dir, meta)
-    data = prepare_ner(config.data, config.train.seed)
-    return evaluate_ner(predictor.model, predictor.tokenizer, data, config, run_dir)
