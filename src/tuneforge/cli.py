@@ -64,6 +64,7 @@ def _add_predict(sub: Any) -> None:
     predict.add_argument("--context", help="question-answering runs: the text the answer is taken from")
     predict.add_argument("--output", help="output CSV for --file (default: <file>.predictions.csv)")
     predict.add_argument("--text-column", default="text", help="text column of --file (default: text)")
+    predict.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     _precision_arg(predict)
 
 
@@ -229,9 +230,8 @@ def _quickstart(args: Any) -> int:
 
 
 def _predict(args: Any) -> int:
-    import json
-
     from tuneforge.errors import UserError
+    from tuneforge.io import strict_json
     from tuneforge.pipelines.predict import Predictor, load_predictor, predict_file, read_model_meta
     from tuneforge.tasks.registry import task_spec
 
@@ -248,18 +248,18 @@ def _predict(args: Any) -> int:
     predictor = load_predictor(args.run_dir, args.precision)
     if qa:
         answer = predictor.answer([args.question], [args.context])[0]
-        print(json.dumps({"question": args.question, "answer": answer["text"], "score": answer["score"],
-                          "start": answer["start"], "end": answer["end"]}, ensure_ascii=False))
+        print(strict_json({"question": args.question, "answer": answer["text"], "score": answer["score"],
+                           "start": answer["start"], "end": answer["end"]}))
         return 0
     if args.file:
         if not isinstance(predictor, Predictor):
             raise UserError(f"{args.run_dir}: --file labels a CSV with a classification run; give --text here")
         output = args.output or f"{os.path.splitext(args.file)[0]}.predictions.csv"
-        count = predict_file(predictor, args.file, output, args.text_column)
+        count = predict_file(predictor, args.file, output, args.text_column, overwrite=args.overwrite)
         print(f"labelled {count} rows -> {output}")
         return 0
     for text, result in zip(args.text, predictor.predict(args.text)):
-        print(json.dumps({"text": text, **result}, ensure_ascii=False))
+        print(strict_json({"text": text, **result}))
     return 0
 
 
@@ -271,10 +271,10 @@ def _generator(args: Any) -> Any:
 
 
 def _generate(args: Any) -> int:
-    import json
+    from tuneforge.io import strict_json
 
     for result in _generator(args).generate(args.prompt, system=args.system):
-        print(json.dumps(result, ensure_ascii=False))
+        print(strict_json(result))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -27,13 +28,29 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike[str], data: Any) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=_jsonable) + "\n")
+    return atomic_write_text(path, strict_json(data, indent=2) + "\n")
+
+
+def strict_json(data: Any, indent: int | None = None) -> str:
+    """JSON that every parser accepts: a NaN or infinite number is written as null (never a bare ``NaN``)."""
+    return json.dumps(finite(data), indent=indent, ensure_ascii=False, default=_jsonable, allow_nan=False)
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN/inf float (at any depth) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
 
 
 def _jsonable(value: Any) -> Any:
     """numpy scalars and arrays, paths: everything else is a bug and raises."""
     if hasattr(value, "tolist"):
-        return value.tolist()
+        return finite(value.tolist())
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
@@ -42,7 +59,7 @@ def _jsonable(value: Any) -> Any:
 def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
     """Append one JSON line and flush it, so a killed run keeps every line written before."""
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, default=_jsonable) + "\n")
+        handle.write(strict_json(record) + "\n")
         handle.flush()
 
 

@@ -4,6 +4,7 @@ test evaluation of the best configuration."""
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import socket
 import time
@@ -14,7 +15,7 @@ from typing import Any, Callable
 
 from tuneforge.config.loader import deep_merge, load_config, nest
 from tuneforge.config.schema import HpoConfig, RunConfig
-from tuneforge.errors import ConfigError
+from tuneforge.errors import ConfigError, UserError
 from tuneforge.hpo.space import first_values, make_pruner, make_sampler, suggest
 
 COSTS = ("trainable_params", "train_seconds")
@@ -84,7 +85,24 @@ def run_trials(config: RunConfig, base: dict[str, Any], handle: StudyHandle, run
     callbacks = [optuna.study.MaxTrialsCallback(hpo.n_trials, states=finished), _progress(log)]
     if hpo.max_steps is not None:
         callbacks.append(_stop_when_spent(hpo.max_steps))
+    quiet_clean_failures()
     study.optimize(objective, timeout=hpo.timeout, catch=(Exception,), callbacks=callbacks)
+
+
+class _OneLineForUserErrors(logging.Filter):
+    """A trial that stops with a UserError (a bad combination, a diverged loss) is one warning line, not a
+    traceback: the reason is recorded with the trial. Unexpected errors keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], UserError):
+            record.exc_info = None
+        return True
+
+
+def quiet_clean_failures() -> None:
+    logger = logging.getLogger("optuna.study._optimize")  # where optuna reports a failed trial
+    if not any(isinstance(f, _OneLineForUserErrors) for f in logger.filters):
+        logger.addFilter(_OneLineForUserErrors())
 
 
 def spent_steps(study: Any) -> int:

@@ -43,19 +43,37 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
              callbacks: list[Any] = (), tags: dict[str, str] | None = None, quiet: bool = False) -> RunResult:
     """One run. With ``evaluate_test=False`` (a search trial) the test split is never scored: the result holds
     validation metrics only."""
-    import torch
-
-    from tuneforge.pipelines.run_dir import choose_run_dir
-    from tuneforge.tasks.registry import task_spec
-    from tuneforge.tracking import open_tracker
+    from tuneforge.pipelines.run_dir import RunLock, choose_run_dir
 
     _quiet_libraries()
     started = time.time()
-    task = task_spec(config.model.task)
     run_dir = choose_run_dir(config.name, output or config.output_dir, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
-    log(f"run folder: {run_dir}")
-    config = _check_memory(config, run_dir, log if not quiet else (lambda _line: None))  # settles every auto
+    lock = RunLock(run_dir)  # a second run into this folder stops here, before writing anything
+    try:
+        if lock.took_over:
+            log(f"run folder: {run_dir} (its previous run, PID {lock.took_over}, was killed)")
+        else:
+            log(f"run folder: {run_dir}")
+        result = _locked_run(config, run_dir, resume, keep_checkpoints, log, evaluate_test, callbacks, tags, quiet)
+    finally:
+        lock.release()
+    return RunResult(run_dir=run_dir, metrics=result[0], seconds=time.time() - started, tracking_run_id=result[1])
+
+
+def _locked_run(config: RunConfig, run_dir: Path, resume: bool, keep_checkpoints: bool, log: Callable[[str], None],
+                evaluate_test: bool, callbacks: list[Any], tags: dict[str, str] | None,
+                quiet: bool) -> tuple[dict[str, Any], str | None]:
+    """The run, holding the folder's lock: settle the config (every ``auto`` decided once and recorded), train and
+    evaluate through the task's recipe, write metrics.json and the report, close the tracker."""
+    import torch
+
+    from tuneforge.tasks.registry import task_spec
+    from tuneforge.tracking import open_tracker
+
+    started = time.time()
+    config = _settled(config, run_dir, resume, log if not quiet else (lambda _line: None))
+    task = task_spec(config.model.task)
     atomic_write_text(run_dir / "config.yaml", dump_config(config))  # the full record of the run
     tracker = open_tracker(config.tracking, config.name, run_dir.name, {"tuneforge.run_dir": str(run_dir.resolve()),
                                                                        **(tags or {})})
@@ -80,7 +98,26 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
     tracker.finish("FINISHED")
     if not keep_checkpoints:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    return RunResult(run_dir=run_dir, metrics=metrics, seconds=time.time() - started, tracking_run_id=tracker.run_id)
+    return metrics, tracker.run_id
+
+
+def _settled(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None]) -> RunConfig:
+    """The config with every ``auto`` decided: on resume, the saved config (what may change is checked), else the
+    precision from this machine's probe and gradient checkpointing from the memory estimate."""
+    import torch
+
+    from tuneforge.training.engine import resolve_precision
+
+    saved = run_dir / "config.yaml"
+    if resume and saved.exists():
+        from tuneforge.config.loader import load_config
+        from tuneforge.pipelines.run_dir import resumed_config
+
+        config = resumed_config(load_config(saved), config, saved)
+    else:
+        config = config.model_copy(deep=True)
+        config.train.precision = resolve_precision(config.train.precision, torch.cuda.is_available())
+    return _check_memory(config, run_dir, log)
 
 
 def run_task(task: Any, config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None],

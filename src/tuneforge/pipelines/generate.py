@@ -15,12 +15,13 @@ def load_generator(run_dir: str | Path, precision: str | None = None, **decoding
     in the run's precision unless ``precision`` says otherwise."""
     from tuneforge.tasks.generator import load_generator_from_meta
     from tuneforge.tasks.registry import task_spec
-    from tuneforge.tasks.run_folder import read_model_meta
+    from tuneforge.tasks.run_folder import loading, read_model_meta, task_of
 
     model_dir, meta = read_model_meta(run_dir)
-    if not task_spec(meta["task"]).generates:
-        raise UserError(f"{run_dir}: a {meta['task']} run labels text; use tuneforge predict")
-    return load_generator_from_meta(model_dir, meta, precision, **decoding)
+    if not task_spec(task_of(meta)).generates:
+        raise UserError(f"{run_dir}: a {task_of(meta)} run labels text; use tuneforge predict")
+    with loading(model_dir):
+        return load_generator_from_meta(model_dir, meta, precision, **decoding)
 
 
 def _stdout(text: str) -> None:

@@ -23,18 +23,24 @@ def load_predictor(run_dir: str | Path, precision: str | None = None) -> Any:
     :class:`~tuneforge.tasks.question_answering.QaPredictor` (``answer``), a generative run a generator
     (``generate``)."""
     from tuneforge.tasks.registry import task_spec
-    from tuneforge.tasks.run_folder import task_of
+    from tuneforge.tasks.run_folder import loading, task_of
 
     model_dir, meta = read_model_meta(run_dir)
-    return task_spec(task_of(meta)).call("predictor", model_dir, meta, precision)
+    with loading(model_dir):
+        return task_spec(task_of(meta)).call("predictor", model_dir, meta, precision)
 
 
-def predict_file(predictor: Predictor, source: str | Path, output: str | Path, text_column: str = "text") -> int:
-    """Read a CSV, add ``predicted`` and ``prob_<label>`` columns, write it atomically; returns the row count."""
-    source = Path(source)
+def predict_file(predictor: Predictor, source: str | Path, output: str | Path, text_column: str = "text",
+                 overwrite: bool = False) -> int:
+    """Read a CSV, add ``predicted`` and ``prob_<label>`` columns, write it atomically; returns the row count. An
+    existing ``output`` is replaced only with ``overwrite`` (never the source itself)."""
+    source, output = Path(source), Path(output)
     if not source.is_file():
         raise DataError(f"{source}: file not found")
-    rows = list(csv.DictReader(io.StringIO(source.read_text(encoding="utf-8-sig"), newline="")))
+    if output.exists() and (output.resolve() == source.resolve() or output.is_dir() or not overwrite):
+        raise DataError(f"{output}: already exists" + ("" if output.is_dir() or output.resolve() == source.resolve()
+                                                       else "; choose another --output or add --overwrite"))
+    rows = list(csv.DictReader(io.StringIO(utf8_text(source), newline="")))
     if rows and text_column not in rows[0]:
         raise DataError(f"{source}:1: no column {text_column!r} (columns: {', '.join(rows[0])}; "
                         f"use --text-column)")
@@ -49,3 +55,14 @@ def predict_file(predictor: Predictor, source: str | Path, output: str | Path, t
                          **{f"prob_{k}": f"{v:.6f}" for k, v in result["probabilities"].items()}})
     atomic_write_text(output, buffer.getvalue())
     return len(rows)
+
+
+def utf8_text(path: Path) -> str:
+    """A text file's contents; a file in another encoding is one line naming where it stops being UTF-8."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8, e.g. "
+                        f"iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix}") from None

@@ -51,7 +51,8 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
     metric = early.metric if early else selection
     args = _training_arguments(config, run_dir, metric, generative, precision, cuda, report_to,
                                gradient_checkpointing, group_by_length)
-    callbacks: list[Any] = [JsonlLogCallback(run_dir / "train_log.jsonl"), NanGuardCallback(), *extra_callbacks]
+    callbacks: list[Any] = [JsonlLogCallback(run_dir / "train_log.jsonl"), NanGuardCallback(fp16=precision == "fp16"),
+                                 *extra_callbacks]
     if early:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=early.patience,
                                                early_stopping_threshold=early.min_delta))
@@ -118,6 +119,7 @@ def _training_arguments(config: TrainConfig, run_dir: Path, metric: str, generat
         greater_is_better=metric != "loss",
         logging_strategy="steps",
         logging_steps=config.logging_steps,
+        logging_nan_inf_filter=False,  # a NaN step must show in the log (the guard reads it), not become 0.0
         report_to=list(report_to),
         dataloader_num_workers=0,
         dataloader_pin_memory=cuda,
