@@ -386,7 +386,12 @@ def _config(args: Any) -> int:
     if args.action == "show":
         print(dump_config(config), end="")
     else:
-        print(f"{args.config}: valid ({config.model.task}, method {config.method.name})")
+        from tuneforge.models.assets import resolve_model
+        from tuneforge.tasks.registry import task_spec
+
+        resolved = resolve_model(config.model.name, config.model.revision)  # the model exists and can do the task
+        task_spec(config.model.task).check_model(config.model.name, resolved.path)
+        print(f"{args.config}: valid ({config.model.task}, method {config.method.name}, model {resolved.path})")
     return 0
 
 

@@ -137,3 +137,45 @@ def test_offline_dataset_short_name():
     loaded = load_rows("offline:bbc-news")
     assert loaded.format == "folder" and len(loaded.rows) == 2225
     assert {row.label for row in loaded.rows} == {"business", "entertainment", "politics", "sports", "tech"}
+
+
+def test_every_csv_line_is_accounted_for_when_a_quote_is_left_open(tmp_path):
+    # line 42 opens a quote that is never closed on its line: the reader takes lines 42-45 as one row (up to the
+    # quote that ends line 45). That is valid CSV, so it is kept, but it names its four lines, the line count adds
+    # up, and a warning says that lines inside it look like rows of their own
+    lines = ["text,label"] + [f"row {n} text,{'pos' if n % 3 else 'neg'}" for n in range(2, 81)]
+    lines[41] = '"an unclosed quote on line 42,pos'
+    lines[44] = 'line 45 ends the quote",neg'
+    path = tmp_path / "d.csv"
+    path.write_text("\n".join(lines) + "\n")
+    loaded = load_rows(path)
+    assert [row.where for row in loaded.rows] == [f"{path}:{n}" for n in range(2, 42)] + [f"{path}:42-45"] + \
+        [f"{path}:{n}" for n in range(46, 81)]
+    assert loaded.lines == {"total": 80, "header": 1, "blank": 0, "in_kept_rows": 79, "in_dropped_rows": 0}
+    assert loaded.warnings == [f"{path}:42-45 were read as one row, and 2 of its lines look like rows of their own: "
+                               f"is a quote on line 42 left open? (the row is kept)"]
+    # the same row made malformed (three fields on its last line) is dropped naming all four lines
+    lines[44] = 'line 45 ends the quote",neg,extra'
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"^{path}:42-45: 3 fields, the header has 2 .*lines 42-45 were read as one "
+                                        rf"row: is a quote on line 42 left open\?"):
+        load_rows(path)
+    loaded = load_rows(path, on_bad_rows="skip")
+    assert [row.where for row in loaded.rows] == [f"{path}:{n}" for n in range(2, 81) if not 42 <= n <= 45]
+    assert len(loaded.bad_rows) == 1 and loaded.bad_rows[0].startswith(f"{path}:42-45: ")
+    assert loaded.lines == {"total": 80, "header": 1, "blank": 0, "in_kept_rows": 75, "in_dropped_rows": 4}
+
+
+def test_csv_line_accounting_with_blank_lines_and_multiline_fields(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text('text,label\n"two\nlines",a\n\nnext,b,oops\nlast,b\n')
+    loaded = load_rows(path, on_bad_rows="skip")
+    assert [row.where for row in loaded.rows] == [f"{path}:2-3", f"{path}:6"]
+    assert loaded.lines == {"total": 6, "header": 1, "blank": 1, "in_kept_rows": 3, "in_dropped_rows": 1}
+    assert loaded.warnings == []  # an ordinary two-line field is not suspicious
+
+
+def test_integral_labels_are_one_class_however_written(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\na,2\nb,2.0\nc,1.50\nd,-3.00\n")
+    assert [row.label for row in load_rows(path).rows] == ["2", "2", "1.50", "-3"]

@@ -142,8 +142,11 @@ def test_resume_refuses_a_changed_config_and_keeps_what_was_decided(tiny_bert, t
     with pytest.raises(UserError, match=f"train.precision: '{saved.train.precision}' -> '{other}'"):
         resumed_config(saved, load_config({**tiny_config(tiny_bert, tiny_csv, train={"epochs": 1, "precision": other},
                                                          evaluation={"baselines": ["majority"]})}), Path("c.yaml"))
-    resumed = finetune(config, output=tmp_path / "run", resume=True, log=lambda _: None)
+    (tmp_path / "run" / "checkpoints" / "checkpoint-999").mkdir()  # a save that a kill interrupted
+    lines: list[str] = []
+    resumed = finetune(config, output=tmp_path / "run", resume=True, log=lines.append)
     assert resumed.metrics["validation"] == result.metrics["validation"]
+    assert "skipping checkpoint-999: incomplete (no trainer_state.json: the run was stopped while writing it)" in lines
 
 
 def test_the_precision_probe_is_decided_once_per_machine(tmp_path, monkeypatch):
@@ -228,3 +231,36 @@ def test_predict_cli_on_damaged_folders_and_bad_files(small_run, tmp_path):
     result = run_cli("predict", str(small_run), "--file", str(good), "--output", str(existing), "--overwrite")
     assert result.returncode == 0, result.stderr
     assert existing.read_text().startswith("text,predicted,prob_")
+
+
+def test_mismatches_are_refused_before_a_run_folder_exists(tiny_bert, tiny_csv, tmp_path):
+    from tuneforge.config.loader import load_config as load
+
+    encoder_for_text = tiny_config(tiny_bert, tiny_csv, train={"early_stopping": {"metric": "loss", "patience": 2}})
+    encoder_for_text["model"]["task"] = "causal-lm"
+    with pytest.raises(UserError, match=r"is a BertModel, but task causal-lm needs a decoder with a language-model "
+                                        r"head"):
+        finetune(load_config(encoder_for_text), output=tmp_path / "a", log=lambda _: None)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nfine,a\nbroken,b,c\n")
+    with pytest.raises(UserError, match=f"{bad}:3: 3 fields"):
+        finetune(load_config(tiny_config(tiny_bert, bad)), output=tmp_path / "b", log=lambda _: None)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tiny_bert, tiny_csv)))
+    with pytest.raises(UserError, match=r"^command line: train.learning_rat: unknown key"):
+        load(path, ["train.learning_rat=0.1"])  # the override is to blame, not the file
+    path.write_text(yaml.safe_dump(tiny_config(tiny_bert, tiny_csv, train={"epochs": 0})))
+    with pytest.raises(UserError, match=rf"^{path}: train.epochs: Input should be greater than 0"):
+        load(path, ["train.batch_size=2"])  # the file is to blame, not the (valid) override
+
+
+def test_config_validate_checks_the_model(tiny_bert, tiny_csv, tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tiny_bert, tiny_csv)))
+    assert run_cli("config", "validate", str(path)).returncode == 0
+    unknown = run_cli("config", "validate", str(path), "model.name=nobody/no-such-model")
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: model 'nobody/no-such-model': cannot read "
+                                                                 "its config"), unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1

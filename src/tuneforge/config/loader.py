@@ -81,6 +81,7 @@ def load_config(
         data, origin, base_dir = dict(source), "config", None
     else:
         data, origin, base_dir = read_yaml(source), str(source), Path(source).resolve().parent
+    extra: dict[str, Any] = {}
     if overrides:
         extra = parse_overrides(overrides) if isinstance(overrides, list) else overrides
         before = data.get("method")
@@ -92,7 +93,7 @@ def load_config(
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{origin}: {describe_error(exc)}") from None
+        raise ConfigError(f"{_blamed(exc, extra, origin)}: {describe_error(exc)}") from None
     except ValueError as exc:  # raised by a nested validator outside pydantic's wrapping
         raise ConfigError(f"{origin}: {exc}") from None
     if base_dir is not None:
@@ -105,6 +106,18 @@ def _resolve_relative_paths(config: RunConfig, base_dir: Path) -> None:
     data_path = Path(config.data.path).expanduser()
     if not data_path.is_absolute() and not data_path.exists() and (base_dir / data_path).exists():
         config.data.path = str(base_dir / data_path)
+
+
+def _blamed(exc: ValidationError, overrides: dict[str, Any], origin: str) -> str:
+    """Where the bad value came from: the command line when an override set that field, else the config."""
+    node: Any = overrides
+    for part in (str(part) for part in exc.errors()[0]["loc"]):
+        if not isinstance(node, dict) or part not in node:
+            return origin
+        node = node[part]
+        if not isinstance(node, dict):
+            break
+    return "command line" if origin != "config" else "overrides"
 
 
 def describe_error(exc: ValidationError) -> str:

@@ -53,7 +53,8 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
     rows_read = len(loaded.rows) + len(loaded.bad_rows)
     assert rows_read == kept + sum(dropped.values()), "every row is kept or counted as dropped"
     report = {
-        "source": {"path": str(config.path), "format": loaded.format, "rows_read": rows_read},
+        "source": {"path": str(config.path), "format": loaded.format, "rows_read": rows_read,
+                   **({"lines": loaded.lines} if loaded.lines else {})},
         "cleaning": {
             "modified": dict(cleaned.modified),
             "dropped": dropped,
@@ -67,6 +68,7 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
                           "per_class": dict(sorted(Counter(str(r.label) for r in parts[name]).items()))}
                    for name in SPLITS},
         "leakage": {"overlapping_texts": overlap_counts(parts), "removed": leaked},
+        "warnings": loaded.warnings,
     }
     return PreparedData(splits=parts, labels=labels, report=report)
 

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,6 +34,8 @@ class Loaded:
     rows: list[Row]
     format: str
     bad_rows: list[str] = field(default_factory=list)  # "file:line: problem" for each skipped row
+    lines: dict[str, int] = field(default_factory=dict)  # CSV: total = header + blank + in kept + in dropped rows
+    warnings: list[str] = field(default_factory=list)
 
 
 def detect_format(path: Path) -> str:
@@ -74,7 +77,7 @@ def load_rows(path: str | Path, fmt: str = "auto", text_column: str = "text", la
         raise DataError(f"data.format {fmt!r} is not supported")
     if not rows:
         raise DataError(f"{path}: no rows found")
-    return Loaded(rows=rows, format=fmt, bad_rows=reader.bad)
+    return Loaded(rows=rows, format=fmt, bad_rows=reader.bad, lines=reader.lines, warnings=reader.warnings)
 
 
 @dataclass
@@ -126,6 +129,8 @@ class _Reader:
         self.path, self.text_column, self.label_column = path, text_column, label_column
         self.skip = on_bad_rows == "skip"
         self.bad: list[str] = []
+        self.lines: dict[str, int] = {}  # line-based formats: where every physical line went
+        self.warnings: list[str] = []
         self.columns_checked = False
 
     def reject(self, where: str, problem: str) -> None:
@@ -147,15 +152,21 @@ class _Reader:
                    where=where)
 
     def csv(self) -> Iterator[Row]:
+        """Rows of a CSV/TSV file. Every physical line is accounted for in ``self.lines``: the header, blank lines,
+        lines of kept rows and lines of dropped rows (a quoted field may span lines; an unclosed quote swallows the
+        lines up to the next quote, and a dropped row names all of them)."""
         text = _read_utf8(self.path)
         delimiter = "\t" if self.path.suffix.lower() == ".tsv" else ","
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+        physical = list(io.StringIO(text, newline=""))  # lines split as the csv reader splits them
+        self.lines = {"total": len(physical), "header": 0, "blank": 0, "in_kept_rows": 0, "in_dropped_rows": 0}
         try:
             header = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
             raise DataError(f"{self.path}:1: malformed CSV header ({exc})") from None
+        self.lines["header"] = reader.line_num
         self.check_columns(header, f"{self.path}:1")
         while True:
             start = reader.line_num + 1
@@ -164,16 +175,36 @@ class _Reader:
             except StopIteration:
                 return
             except csv.Error as exc:
-                self.reject(f"{self.path}:{start}", f"malformed CSV ({exc})")
-                if self.skip:
-                    continue
+                self._drop(start, max(reader.line_num, start), f"malformed CSV ({exc})")
+                continue
+            end = max(reader.line_num, start)
             if not values:
+                self.lines["blank"] += 1
                 continue  # a blank line is not a row
             if len(values) != len(header):
-                self.reject(f"{self.path}:{start}", f"{len(values)} fields, the header has {len(header)} "
-                            f"(quote fields that contain the delimiter)")
+                self._drop(start, end, f"{len(values)} fields, the header has {len(header)} (quote fields that "
+                           f"contain the delimiter)")
                 continue
-            yield self.row(dict(zip(header, values)), f"{self.path}:{start}")
+            self.lines["in_kept_rows"] += end - start + 1
+            if end > start:
+                self._check_span(physical[start:end - 1], start, end, len(header), delimiter)
+            yield self.row(dict(zip(header, values)), f"{self.path}:{start}" if end == start
+                           else f"{self.path}:{start}-{end}")
+
+    def _check_span(self, middle: list[str], start: int, end: int, width: int, delimiter: str) -> None:
+        """A quoted field may hold line breaks; but when lines inside it would each be a full row on their own, a
+        quote was probably left open and rows were swallowed: say so (the row is valid CSV, so it is kept)."""
+        rowlike = sum(1 for line in middle if len(next(csv.reader([line], delimiter=delimiter), [])) == width)
+        if rowlike:
+            self.warnings.append(f"{self.path}:{start}-{end} were read as one row, and {rowlike} of its lines look "
+                                 f"like rows of their own: is a quote on line {start} left open? (the row is kept)")
+
+    def _drop(self, start: int, end: int, problem: str) -> None:
+        """Reject the row on lines ``start``..``end``; a row read across lines says so (an unclosed quote?)."""
+        if end > start:
+            problem += f"; lines {start}-{end} were read as one row: is a quote on line {start} left open?"
+        self.reject(f"{self.path}:{start}" if end == start else f"{self.path}:{start}-{end}", problem)
+        self.lines["in_dropped_rows"] += end - start + 1
 
     def jsonl(self) -> Iterator[Row]:
         for number, line in enumerate(_read_utf8(self.path).splitlines(), start=1):
@@ -280,4 +311,9 @@ def _as_label(value: Any) -> str | None:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     label = str(value).strip()
+    if INTEGRAL.match(label):  # "2.0" is the class 2, as a float 2.0 is (one class, not two)
+        label = label[:label.index(".")]
     return label or None
+
+
+INTEGRAL = re.compile(r"^-?\d+\.0+$")

@@ -44,10 +44,12 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
     """One run. With ``evaluate_test=False`` (a search trial) the test split is never scored: the result holds
     validation metrics only."""
     from tuneforge.pipelines.run_dir import RunLock, choose_run_dir
+    from tuneforge.tasks.registry import task_spec
 
     _quiet_libraries()
     started = time.time()
     run_dir = choose_run_dir(config.name, output or config.output_dir, resume)
+    inputs = read_inputs(task_spec(config.model.task), config)  # bad data or model: stop before any folder exists
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(run_dir)  # a second run into this folder stops here, before writing anything
     try:
@@ -55,15 +57,36 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
             log(f"run folder: {run_dir} (its previous run, PID {lock.took_over}, was killed)")
         else:
             log(f"run folder: {run_dir}")
-        result = _locked_run(config, run_dir, resume, keep_checkpoints, log, evaluate_test, callbacks, tags, quiet)
+        result = _locked_run(config, run_dir, resume, keep_checkpoints, log, evaluate_test, callbacks, tags, quiet,
+                             inputs)
     finally:
         lock.release()
     return RunResult(run_dir=run_dir, metrics=result[0], seconds=time.time() - started, tracking_run_id=result[1])
 
 
+@dataclass
+class Inputs:
+    """What a run reads before it writes anything: the model (found, and able to do the task), its tokenizer, and
+    the data (read, checked, split and encoded by the task)."""
+
+    resolved: Any
+    tokenizer: Any
+    data: Any
+
+
+def read_inputs(task: Any, config: RunConfig) -> Inputs:
+    from tuneforge.models.assets import resolve_model
+    from tuneforge.models.loading import load_tokenizer
+
+    resolved = resolve_model(config.model.name, config.model.revision)
+    task.check_model(config.model.name, resolved.path)
+    tokenizer = load_tokenizer(resolved, config.model.revision, config.model.trust_remote_code)
+    return Inputs(resolved, tokenizer, task.call("prepare", config, tokenizer, resolved))
+
+
 def _locked_run(config: RunConfig, run_dir: Path, resume: bool, keep_checkpoints: bool, log: Callable[[str], None],
                 evaluate_test: bool, callbacks: list[Any], tags: dict[str, str] | None,
-                quiet: bool) -> tuple[dict[str, Any], str | None]:
+                quiet: bool, inputs: Inputs) -> tuple[dict[str, Any], str | None]:
     """The run, holding the folder's lock: settle the config (every ``auto`` decided once and recorded), train and
     evaluate through the task's recipe, write metrics.json and the report, close the tracker."""
     import torch
@@ -81,7 +104,7 @@ def _locked_run(config: RunConfig, run_dir: Path, resume: bool, keep_checkpoints
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     try:
-        metrics = run_task(task, config, run_dir, resume, log, evaluate_test, list(callbacks), tracker, quiet)
+        metrics = run_task(task, config, run_dir, resume, log, evaluate_test, list(callbacks), tracker, quiet, inputs)
         metrics = {"task": task.name, **metrics, "seconds": round(time.time() - started, 1)}
         params = json.loads((run_dir / "params.json").read_text())
         tracker.log_metrics({"params_total": params["total"], "params_trainable": params["trainable"]})
@@ -121,19 +144,17 @@ def _settled(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str]
 
 
 def run_task(task: Any, config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None],
-             evaluate_test: bool, callbacks: list[Any], tracker: Any, quiet: bool = False) -> dict[str, Any]:
+             evaluate_test: bool, callbacks: list[Any], tracker: Any, quiet: bool = False,
+             inputs: Inputs | None = None) -> dict[str, Any]:
     """The recipe, the same for every task; the task's spec supplies the steps that differ."""
     from transformers import set_seed
 
-    from tuneforge.models.assets import resolve_model
     from tuneforge.models.inspection import count_parameters, parameter_line
-    from tuneforge.models.loading import load_tokenizer
     from tuneforge.pipelines.evaluate import best_checkpoint_info
 
-    # data
-    resolved = resolve_model(config.model.name, config.model.revision)
-    tokenizer = load_tokenizer(resolved, config.model.revision, config.model.trust_remote_code)
-    data = task.call("prepare", config, tokenizer, resolved)
+    # data (read before the run folder was made)
+    inputs = inputs or read_inputs(task, config)
+    resolved, tokenizer, data = inputs.resolved, inputs.tokenizer, inputs.data
     # model + method (seeded before the head and the adapter are created)
     set_seed(config.train.seed)
     model = task.call("load_model", resolved, data, config, tokenizer)
@@ -221,7 +242,7 @@ def train_with_resume(model: Any, tokenizer: Any, train_set: list[Any], eval_set
     """Build the Trainer with the task's ``parts`` (collator, validation metrics), continue from the last checkpoint
     when resuming, train; returns it and the seconds."""
     from tuneforge.training.callbacks import TrackingCallback
-    from tuneforge.training.engine import build_trainer, last_checkpoint
+    from tuneforge.training.engine import build_trainer, incomplete_checkpoints, last_checkpoint
 
     method_checkpoints = bool(getattr(config.method, "gradient_checkpointing", False))  # qlora prepares its own
     checkpointing = config.train.gradient_checkpointing is True  # "auto" was decided by _check_memory
@@ -238,6 +259,9 @@ def train_with_resume(model: Any, tokenizer: Any, train_set: list[Any], eval_set
     if parts.setup is not None:
         parts.setup(trainer)
     checkpoint = last_checkpoint(run_dir / "checkpoints") if resume else None
+    if resume:
+        for name in incomplete_checkpoints(run_dir / "checkpoints"):
+            log(f"skipping {name}: incomplete (no trainer_state.json: the run was stopped while writing it)")
     _trim_log(run_dir / "train_log.jsonl", checkpoint)
     if checkpoint:
         log(f"resuming from {checkpoint}")

@@ -26,5 +26,7 @@ register(TaskSpec(
     windows=False,
     labelled_head=False,
     report="tuneforge.evaluation.report_generative:generative_parts",
+    architectures=("ForCausalLM", "LMHeadModel", "ForConditionalGeneration"),
+    needs="a decoder with a language-model head (e.g. ...ForCausalLM)",
     **GENERATIVE_STEPS,
 ))

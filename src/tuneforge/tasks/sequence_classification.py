@@ -49,7 +49,7 @@ def prepare(config: Any, tokenizer: Any, resolved: Any) -> Prepared:
     data.report["token_lengths"] = lengths
     data.report["model"] = {"name": resolved.name, "path": resolved.path, "source": resolved.source}
     return Prepared(datasets["train"], datasets["validation"], list(data.labels), data.report,
-                    _data_summary(data.report), data)
+                    _data_summary(data.report), data, warnings=list(data.report["warnings"]))
 
 
 def load_model(resolved: Any, prepared: Prepared, config: Any, tokenizer: Any) -> Any:

@@ -37,6 +37,28 @@ class TaskSpec:
     evaluate: str  # (model, tokenizer, prepared, config, run_dir, resolved) -> {"test": ...} against the baselines
     report: str  # (run_dir, metrics, data_report, params, log) -> HTML parts of report.html
     predictor: str  # (model_dir, meta, precision) -> an object with the task's predict method
+    # endings of the pretrained architectures it can start from (e.g. "ForCausalLM"); empty: any model
+    architectures: tuple[str, ...] = ()
+    needs: str = ""  # what a model that does not fit lacks, in words
+
+    def check_model(self, name: str, path: str) -> None:
+        """Refuse, before anything loads, a model that cannot do this task (an encoder-only model for a decoder's
+        task) or cannot be found (not a folder, not an offline short name, not in the Hugging Face cache when
+        offline). Reads only the model's config.json."""
+        from transformers import AutoConfig
+
+        from tuneforge.errors import UserError
+
+        try:
+            config = AutoConfig.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"model {name!r}: cannot read its config ({str(exc).strip().splitlines()[0][:160]}); "
+                            f"give a model folder, an offline short name (minilm, smollm2-135m) or a hub id that "
+                            f"is downloaded or reachable") from None
+        found = [a for a in (getattr(config, "architectures", None) or []) if isinstance(a, str)]
+        if self.architectures and found and not any(a.endswith(self.architectures) for a in found):
+            raise UserError(f"model {name!r} is a {found[0]}, but task {self.name} needs {self.needs}; choose such "
+                            f"a model, or a task this model can do (model.task)")
 
     def headline_of(self, figures: dict[str, Any]) -> str:
         """The headline metric that ``figures`` (a model's test metrics) has."""

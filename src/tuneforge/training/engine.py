@@ -27,6 +27,15 @@ def last_checkpoint(checkpoint_dir: Path) -> str | None:
     return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
 
 
+def incomplete_checkpoints(checkpoint_dir: Path) -> list[str]:
+    """Checkpoints a kill interrupted while they were written (no trainer_state.json): resume skips them."""
+    if not checkpoint_dir.is_dir():
+        return []
+    return sorted((p.name for p in checkpoint_dir.glob("checkpoint-*")
+                   if p.name.split("-")[-1].isdigit() and not (p / "trainer_state.json").exists()),
+                  key=lambda name: int(name.split("-")[-1]))
+
+
 def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], eval_set: list[dict[str, Any]],
                   config: TrainConfig, num_labels: int, run_dir: Path, extra_callbacks: list[Any] = (),
                   report_to: list[str] = (), quiet: bool = False, collator: Any = None,
