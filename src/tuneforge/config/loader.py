@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -109,21 +110,31 @@ def _resolve_relative_paths(config: RunConfig, base_dir: Path) -> None:
 
 
 def _blamed(exc: ValidationError, overrides: dict[str, Any], origin: str) -> str:
-    """Where the bad value came from: the command line when an override set that field, else the config."""
+    """Where the bad value came from: the command line when an override set that very field, else the config."""
     node: Any = overrides
-    for part in (str(part) for part in exc.errors()[0]["loc"]):
+    for part in _field_path(exc.errors()[0]["loc"]) or ("",):
         if not isinstance(node, dict) or part not in node:
             return origin
         node = node[part]
-        if not isinstance(node, dict):
-            break
     return "command line" if origin != "config" else "overrides"
+
+
+_UNION_MEMBER = re.compile(r"^(constrained-\w+|float|int|str|bool|none|.*\[.*\])$")
+
+
+def _field_path(loc: tuple[Any, ...]) -> tuple[str, ...]:
+    """The config path of an error location, without the union member names pydantic adds (constrained-float,
+    literal['auto'], ...)."""
+    parts = [str(part) for part in loc]
+    while parts and _UNION_MEMBER.match(parts[-1]):
+        parts.pop()
+    return tuple(parts)
 
 
 def describe_error(exc: ValidationError) -> str:
     """The first error as ``field.path: what is wrong (allowed: ...)``."""
     error = exc.errors()[0]
-    loc = ".".join(str(part) for part in error["loc"])
+    loc = ".".join(_field_path(error["loc"]))
     kind = error["type"]
     if kind == "extra_forbidden":
         parent = _section_for(error["loc"][:-1])

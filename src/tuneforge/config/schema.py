@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
@@ -126,7 +126,10 @@ class TrainConfig(Section):
     batch_size: int = Field(16, ge=1, description="Examples per device per step.")
     eval_batch_size: int | None = Field(None, ge=1, description="Batch size for evaluation (default: 2 x batch_size).")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Steps whose gradients add up before an update.")
-    learning_rate: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate.")
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] | Literal["auto"] = Field(
+        "auto", description="Peak learning rate. auto: the method's usual rate for the task (a new task head needs "
+        "more than a language-model head): lora/qlora 2e-3 or 2e-4, full 3e-5 or 2e-5, freeze 1e-4 or 2e-5, "
+        "adapter 1e-3 or 2e-4, ia3 3e-3, prefix 1e-2, prompt 3e-2 (config show prints the value used).")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming up the learning rate.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
@@ -150,6 +153,10 @@ class TrainConfig(Section):
     group_by_length: bool | None = Field(
         None, description="Batch examples of similar length together (less padding). Default: on for unpacked "
         "generative runs and token classification, off for sequence classification and QA.")
+    class_weights: Literal["auto", "none", "balanced"] | dict[str, float] = Field(
+        "auto", description="Weighted loss for imbalanced labels (sequence classification). balanced: each class "
+        "weighs n / (classes x its count) in the training split; a mapping gives weights by label (others 1); "
+        "auto: balanced when the largest class has at least 3 times the examples of the smallest, else none.")
 
     @model_validator(mode="after")
     def _steps_need_eval_steps(self) -> TrainConfig:
@@ -303,6 +310,14 @@ class RunConfig(Section):
         early = self.train.early_stopping
         if early is not None:
             early.metric = _selection_metric(early, spec, "train.early_stopping.metric")
+        if self.train.learning_rate == "auto":
+            from tuneforge.methods.registry import spec_for
+
+            head, generative = spec_for(self.method.name).learning_rates
+            self.train.learning_rate = generative if spec.vocabulary_head else head
+        if self.train.class_weights not in ("auto", "none") and not spec.class_weighted:
+            raise ValueError(f"train.class_weights: task {task} has no class-weighted loss (sequence classification "
+                             f"has); remove it or set it to none")
         for n, objective in enumerate(self.hpo.objectives if self.hpo else []):
             _objective_for_task(objective, spec, f"hpo.objectives.{n}.metric")
         if spec.windows and 3 * self.data.doc_stride >= self.data.max_length:

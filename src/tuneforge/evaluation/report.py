@@ -21,7 +21,9 @@ CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.ci{color:#777;font-size:.85em}
 .win{background:#e8f5e9}.lose{background:#ffebee}img{max-width:100%}pre{background:#f7f7f7;padding:1em}
-.grid{display:flex;flex-wrap:wrap;gap:1em}.grid img{max-width:520px}"""
+.grid{display:flex;flex-wrap:wrap;gap:1em}.grid img{max-width:520px}
+#verdict{font-size:1.15em;padding:.6em 1em;border-radius:4px;background:#f3f3f3}#verdict.verdict-better{background:#e8f5e9}
+#verdict.verdict-worse{background:#ffebee}.warning{background:#fff3e0;border-left:4px solid #e65100;padding:.6em 1em}"""
 
 
 def fmt(value: float) -> str:

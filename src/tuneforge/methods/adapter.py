@@ -52,4 +52,4 @@ class AdapterConfig(MethodConfig):
 
 register(MethodSpec("adapter", AdapterConfig, "tuneforge.methods.adapter_layers:apply",
                     "Bottleneck adapters (Houlsby / Pfeiffer) after attention and/or feed-forward blocks.",
-                    save="tuneforge.methods.adapter_layers:save_adapter"))
+                    save="tuneforge.methods.adapter_layers:save_adapter", learning_rates=(1e-3, 2e-4)))

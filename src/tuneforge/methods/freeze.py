@@ -70,4 +70,5 @@ def _head_prefixes(model: torch.nn.Module) -> list[str]:
 
 
 register(MethodSpec("freeze", FreezeConfig, "tuneforge.methods.freeze:apply",
-                    "Freeze embeddings, the first N layers or named parameters; train the rest."))
+                    "Freeze embeddings, the first N layers or named parameters; train the rest.",
+                    learning_rates=(1e-4, 2e-5)))  # the quickstart's freeze recipe learns BBC topics at 1e-4

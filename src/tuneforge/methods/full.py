@@ -23,4 +23,4 @@ def apply(model: torch.nn.Module, config: FullConfig, task: Any) -> torch.nn.Mod
 
 
 register(MethodSpec("full", FullConfig, "tuneforge.methods.full:apply",
-                    "Train every parameter."))
+                    "Train every parameter.", learning_rates=(3e-5, 2e-5)))  # BERT: 2e-5..5e-5; LLM SFT: ~2e-5

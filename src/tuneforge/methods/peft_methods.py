@@ -68,10 +68,12 @@ def apply_ia3(model: torch.nn.Module, config: IA3Config, task: TaskFacts) -> tor
 
 
 register(MethodSpec("prefix", PrefixConfig, "tuneforge.methods.peft_methods:apply_prefix",
-                    "Prefix tuning: trained key/value prefixes in every attention layer (peft).", packs=False))
+                    "Prefix tuning: trained key/value prefixes in every attention layer (peft).", packs=False,
+                    learning_rates=(1e-2, 1e-2)))
 # virtual tokens before the input shift every position, which a per-token head (tags, answer start/end) cannot take
 register(MethodSpec("prompt", PromptConfig, "tuneforge.methods.peft_methods:apply_prompt",
                     "Prompt tuning: trained virtual token embeddings before the input (peft).", packs=False,
-                    per_token_heads=False))
+                    per_token_heads=False, learning_rates=(3e-2, 3e-2)))  # peft's prompt-tuning examples: 3e-2
 register(MethodSpec("ia3", IA3Config, "tuneforge.methods.peft_methods:apply_ia3",
-                    "IA3: learned scaling of attention keys/values and feed-forward activations (peft)."))
+                    "IA3: learned scaling of attention keys/values and feed-forward activations (peft).",
+                    learning_rates=(3e-3, 3e-3)))  # the IA3 paper (T-Few): 3e-3

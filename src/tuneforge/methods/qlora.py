@@ -78,4 +78,4 @@ def keep_training_layout(model: torch.nn.Module) -> None:
 
 register(MethodSpec("qlora", QLoraConfig, "tuneforge.methods.qlora:apply",
                     "LoRA on a 4-bit NF4 (double-quantized) or 8-bit base model (bitsandbytes; CPU or CUDA).",
-                    load="tuneforge.methods.qlora:load_kwargs"))
+                    load="tuneforge.methods.qlora:load_kwargs", learning_rates=(2e-3, 2e-4)))

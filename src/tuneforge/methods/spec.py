@@ -29,6 +29,9 @@ class MethodSpec:
     packs: bool = True  # whether examples may share a packed row (not with virtual tokens prepended per row)
     save: str | None = None  # "module:function(model, folder)" when the method does not save with save_pretrained
     per_token_heads: bool = True  # False: it shifts positions (virtual tokens), so a per-token head cannot use it
+    # train.learning_rate: auto -- (with a task head trained from scratch: classes, tags, answer spans; for a
+    # generative model's language-model head). Common practice for the method, checked here where noted.
+    learning_rates: tuple[float, float] = (2e-4, 2e-4)
 
 
 METHODS: dict[str, MethodSpec] = {}

@@ -106,6 +106,8 @@ def _locked_run(config: RunConfig, run_dir: Path, resume: bool, keep_checkpoints
     try:
         metrics = run_task(task, config, run_dir, resume, log, evaluate_test, list(callbacks), tracker, quiet, inputs)
         metrics = {"task": task.name, **metrics, "seconds": round(time.time() - started, 1)}
+        if evaluate_test:
+            metrics["verdict"] = run_verdict(task, config, metrics["test"])  # the summary and the report show it
         params = json.loads((run_dir / "params.json").read_text())
         tracker.log_metrics({"params_total": params["total"], "params_trainable": params["trainable"]})
         atomic_write_json(run_dir / "metrics.json", metrics)
@@ -184,6 +186,19 @@ def run_task(task: Any, config: RunConfig, run_dir: Path, resume: bool, log: Cal
     return result
 
 
+def run_verdict(task: Any, config: RunConfig, test: dict[str, Any]) -> dict[str, Any]:
+    """Better, worse or not distinguishable from the best baseline, and whether the run learned nothing (with what
+    to try then)."""
+    from tuneforge.evaluation.verdict import verdict
+    from tuneforge.tasks.spec import direction
+
+    headline = task.headline_of(test["finetuned"])
+    hints = (f"try a higher train.learning_rate (this run: {config.train.learning_rate:g}), more train.epochs"
+             + (", train.class_weights=balanced" if task.class_weighted and config.train.class_weights != "balanced"
+                else "") + ", or another method (freeze, full)")
+    return verdict(test, headline, direction(headline) == "maximize", task.baselines[0], hints)
+
+
 def _apply_method(model: Any, config: RunConfig, task: Any) -> Any:
     from tuneforge.errors import ConfigError
     from tuneforge.methods.registry import apply_method
@@ -251,7 +266,7 @@ def train_with_resume(model: Any, tokenizer: Any, train_set: list[Any], eval_set
                             [TrackingCallback(tracker), *callbacks], config.tracking.extra, quiet, parts.collator,
                             parts.metrics_fn, causal_lm=task.next_token_loss,
                             gradient_checkpointing=checkpointing and not method_checkpoints, group_by_length=group,
-                            selection=task.selection[0])
+                            selection=task.selection[0], class_weights=parts.class_weights)
     if not parts.exact_token_loss:
         # a model whose loss is a plain per-batch mean (EncoderDecoderModel) ignores num_items_in_batch: let the
         # Trainer divide by the accumulation steps itself

@@ -37,6 +37,7 @@ register(TaskSpec(
     windows=False,
     labelled_head=True,
     report="tuneforge.evaluation.report:classification_parts",
+    class_weighted=True,
     **steps(HERE, predictor="load_label_predictor"),
 ))
 
@@ -61,7 +62,33 @@ def load_model(resolved: Any, prepared: Prepared, config: Any, tokenizer: Any) -
 
 
 def trainer_parts(model: Any, tokenizer: Any, prepared: Prepared, config: Any) -> TrainerParts:
-    return TrainerParts(num_labels=len(prepared.labels))
+    weights = class_weights(config.train.class_weights, prepared.labels, prepared.data.label_ids("train"))
+    prepared.training["class_weights"] = dict(zip(prepared.labels, weights)) if weights else None
+    return TrainerParts(num_labels=len(prepared.labels), class_weights=weights)
+
+
+IMBALANCE = 3.0  # train.class_weights auto: balanced from this ratio of the largest to the smallest class
+
+
+def class_weights(setting: Any, labels: list[str], train_ids: list[int]) -> list[float] | None:
+    """The loss weight of each label (label order), or None for an unweighted loss. balanced: n / (classes x count),
+    sklearn's rule, so a class's total weight is the same for every class; auto: balanced when the training split
+    is imbalanced (largest class >= IMBALANCE x the smallest)."""
+    from collections import Counter
+
+    from tuneforge.errors import ConfigError
+
+    counts = Counter(train_ids)
+    sizes = [counts.get(i, 0) for i in range(len(labels))]
+    if isinstance(setting, dict):
+        unknown = sorted(set(setting) - set(labels))
+        if unknown:
+            raise ConfigError(f"train.class_weights: {', '.join(map(repr, unknown))} not among the labels "
+                              f"({', '.join(labels)})")
+        return [float(setting.get(label, 1.0)) for label in labels]
+    if setting == "none" or (setting == "auto" and max(sizes) < IMBALANCE * max(1, min(sizes))):
+        return None
+    return [round(len(train_ids) / (len(labels) * max(1, size)), 6) for size in sizes]
 
 
 def evaluate(model: Any, tokenizer: Any, prepared: Prepared, config: Any, run_dir: Path,
@@ -94,7 +121,19 @@ def evaluate(model: Any, tokenizer: Any, prepared: Prepared, config: Any, run_di
         "baselines": baselines,
         "finetuned_minus_baseline": {name: paired_difference(y_true, y_pred, pred, len(data.labels), indices,
                                                              ev.confidence) for name, pred in predictions.items()},
+        "prediction_spread": prediction_spread(y_true, y_pred, data.labels),
         "confidence": ev.confidence, "bootstrap_samples": ev.bootstrap_samples}}
+
+
+def prediction_spread(y_true: Any, y_pred: Any, labels: list[str]) -> dict[str, Any]:
+    """The label predicted most often, its share of the predictions and its true share (a model that collapsed
+    to one class predicts it for nearly everything)."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(y_pred), minlength=len(labels))
+    top = int(counts.argmax())
+    return {"top_label": labels[top], "top_share": round(float(counts[top] / max(1, len(y_pred))), 4),
+            "true_share": round(float(np.mean(np.asarray(y_true) == top)) if len(y_true) else 0.0, 4)}
 
 
 @dataclass

@@ -40,6 +40,7 @@ class TaskSpec:
     # endings of the pretrained architectures it can start from (e.g. "ForCausalLM"); empty: any model
     architectures: tuple[str, ...] = ()
     needs: str = ""  # what a model that does not fit lacks, in words
+    class_weighted: bool = False  # train.class_weights applies (a loss over classes of whole examples)
 
     def check_model(self, name: str, path: str) -> None:
         """Refuse, before anything loads, a model that cannot do this task (an encoder-only model for a decoder's
@@ -95,6 +96,7 @@ class TrainerParts:
     exact_token_loss: bool = True  # False for a model whose loss ignores num_items_in_batch
     setup: Any = None  # (trainer) -> None, for a task that needs more of the Trainer
     group_by_length: bool = False  # default of train.group_by_length: a loss per token in unpacked batches
+    class_weights: list[float] | None = None  # weighted cross-entropy over the labels, in label order
 
 
 TASKS: dict[str, TaskSpec] = {}

@@ -40,7 +40,8 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
                   config: TrainConfig, num_labels: int, run_dir: Path, extra_callbacks: list[Any] = (),
                   report_to: list[str] = (), quiet: bool = False, collator: Any = None,
                   metrics_fn: Any = None, causal_lm: bool = False, gradient_checkpointing: bool = False,
-                  group_by_length: bool = False, selection: str = "macro_f1") -> Any:
+                  group_by_length: bool = False, selection: str = "macro_f1",
+                  class_weights: list[float] | None = None) -> Any:
     """A Trainer for a classifier (``num_labels`` classes, metrics from argmax); given a ``collator`` and a
     ``metrics_fn(label_ids, logits)``, for a token classifier; given a ``collator`` alone, for a generative
     model (validation loss only: no logits are kept). ``causal_lm``: next-token loss with the LM head computed
@@ -85,7 +86,7 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
                                processing_class=tokenizer, data_collator=collator or DataCollatorWithPadding(tokenizer),
                                compute_metrics=None if generative else compute_metrics, callbacks=callbacks,
                                speed=speed, labelled_head=causal_lm and not _prompt_learning(model),
-                               precision=precision)
+                               precision=precision, class_weights=class_weights)
     if not generative:
         # transformers 5 assumes a model whose forward takes **kwargs scales its loss by num_items_in_batch, and
         # then skips dividing by the accumulation steps. Classification heads take **kwargs but return a plain

@@ -22,17 +22,20 @@ STATS_KEYS = ("tf_lengths", "tf_real", "tf_attention")
 
 class TuneforgeTrainer(Trainer):
     def __init__(self, *args: Any, speed: SpeedMeter | None = None, labelled_head: bool = False,
-                 precision: str = "fp32", **kwargs: Any):
+                 precision: str = "fp32", class_weights: list[float] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.speed = speed
         self.labelled_head = labelled_head
         self.precision = precision  # the resolved train.precision, for the run's speed report
+        self.class_weights = class_weights  # a weighted cross-entropy over the classes, else the model's own loss
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         if self.speed is not None and model.training:
             self.speed.add(inputs)
         inputs = {k: v for k, v in inputs.items() if k not in STATS_KEYS}
+        if self.class_weights is not None and "labels" in inputs:
+            return weighted_class_loss(model, inputs, self.class_weights, return_outputs)
         if not self.labelled_head or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss = labelled_head_loss(model, self.accelerator.unwrap_model(model), inputs, num_items_in_batch)
@@ -57,6 +60,17 @@ class TuneforgeTrainer(Trainer):
         if self.speed is not None and "loss" in logs:  # a training log line: the rates since the last one
             logs = {**logs, **self.speed.rates()}
         super().log(logs, *args, **kwargs)
+
+
+def weighted_class_loss(model: Any, inputs: dict[str, Any], weights: list[float], return_outputs: bool) -> Any:
+    """Cross-entropy with a weight per class (train.class_weights), in fp32, over the model's logits."""
+    labels = inputs["labels"]
+    outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+    logits = outputs.logits.float()
+    weight = torch.tensor(weights, dtype=torch.float32, device=logits.device)
+    loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), weight=weight,
+                                             ignore_index=IGNORE)
+    return (loss, outputs) if return_outputs else loss
 
 
 def output_head(unwrapped: Any) -> Any:
