@@ -3,7 +3,7 @@
 The library API mirrors the CLI: ``load_config`` (config validate/show), ``finetune`` (train), ``quickstart``,
 ``load_predictor`` / ``predict_file`` (predict), ``load_generator`` (generate, chat), ``tune`` (search),
 ``export_run`` (export), ``compare_methods``, ``evaluate_saved_run`` (score a saved run on its test split),
-``available_tasks`` / ``task_spec`` and ``available_methods``. Heavy packages are imported on first use.
+``available_tasks`` / ``task_spec``, ``available_methods`` and ``serve`` (a server in the background). Heavy packages are imported on first use.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 __version__ = "0.1.0"
 __all__ = ["RunConfig", "UserError", "available_methods", "available_tasks", "compare_methods", "evaluate_saved_run",
            "export_run", "finetune", "load_config", "load_generator", "load_predictor", "predict_file", "quickstart",
-           "task_spec", "tune"]
+           "serve", "task_spec", "tune"]
 
 _LAZY = {
     "RunConfig": "tuneforge.config.schema",
@@ -31,6 +31,7 @@ _LAZY = {
     "available_tasks": "tuneforge.tasks.registry",
     "task_spec": "tuneforge.tasks.registry",
     "available_methods": "tuneforge.methods.registry",
+    "serve": "tuneforge.serve.server",
 }
 
 

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare_methods(sub)
     _add_estimate(sub)
     _add_export(sub)
+    _add_serve(sub)
     _add_tune(sub)
     _add_runs(sub)
     _add_config(sub)
@@ -101,6 +102,23 @@ def _add_estimate(sub: Any) -> None:
     est.add_argument("--gradient-checkpointing", action="store_true", help="estimate with gradient checkpointing")
     est.add_argument("--num-labels", type=int, default=2, help="classes/tags of the task head (default 2)")
     est.add_argument("--tokens", type=int, help="training tokens per epoch, for the time estimate")
+
+
+def _add_serve(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="serve runs over an OpenAI-compatible HTTP API (many adapters on one base)")
+    serve.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders; each is a model named after its "
+                       "folder (LoRA runs on one base share it, and the base is a model too)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--api-key-file", help="API keys, one per line (default: $TUNEFORGE_API_KEYS, "
+                       "comma-separated; none: no key needed)")
+    serve.add_argument("--max-batch", type=int, default=8, help="requests generated together (default 8)")
+    serve.add_argument("--max-wait-ms", type=float, default=10, help="how long a batch waits to fill (default 10)")
+    serve.add_argument("--max-tokens", type=int, default=1024, help="most new tokens a request may ask for")
+    serve.add_argument("--max-prompt-tokens", type=int, default=4096, help="longest prompt, in tokens")
+    serve.add_argument("--max-queue", type=int, default=64, help="requests waiting per model before 429")
+    serve.add_argument("--rate-limit", type=int, default=600, help="requests per minute per API key")
+    _precision_arg(serve)
 
 
 def _add_export(sub: Any) -> None:
@@ -177,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     commands: dict[str, Callable[[Any], int]] = {"train": _train, "quickstart": _quickstart, "predict": _predict,
                                                  "config": _config, "tune": _tune, "runs": _runs,
                                                  "generate": _generate, "chat": _chat, "export": _export,
-                                                 "compare-methods": _compare_methods, "estimate": _estimate}
+                                                 "serve": _serve, "compare-methods": _compare_methods, "estimate": _estimate}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging
 
@@ -318,6 +336,22 @@ def _estimate(args: Any) -> int:
     print(f"available memory: {available / 2**20:,.0f} MiB: " + ("fits" if not advice else "will not fit"))
     for line in advice:
         print(f"- {line}")
+    return 0
+
+
+def _serve(args: Any) -> int:
+    from tuneforge.serve.limits import Limits
+    from tuneforge.serve.server import Server, read_keys, run_forever
+
+    limits = Limits(max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens, max_queue=args.max_queue,
+                    requests_per_minute=args.rate_limit)
+    server = Server(args.run_dirs, args.host, args.port, read_keys(args.api_key_file), limits, args.precision,
+                    args.max_batch, args.max_wait_ms / 1000)
+    for run_dir in args.run_dirs:  # a wrong folder is one line now, not a 503 later
+        from tuneforge.tasks.run_folder import read_model_meta
+
+        read_model_meta(run_dir)
+    run_forever(server)
     return 0
 
 

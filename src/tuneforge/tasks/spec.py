@@ -45,18 +45,11 @@ class TaskSpec:
     def check_model(self, name: str, path: str) -> None:
         """Refuse, before anything loads, a model that cannot do this task (an encoder-only model for a decoder's
         task) or cannot be found (not a folder, not an offline short name, not in the Hugging Face cache when
-        offline). Reads only the model's config.json."""
-        from transformers import AutoConfig
-
+        offline). Reads only the model's config.json (no torch)."""
         from tuneforge.errors import UserError
 
-        try:
-            config = AutoConfig.from_pretrained(path)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"model {name!r}: cannot read its config ({str(exc).strip().splitlines()[0][:160]}); "
-                            f"give a model folder, an offline short name (minilm, smollm2-135m) or a hub id that "
-                            f"is downloaded or reachable") from None
-        found = [a for a in (getattr(config, "architectures", None) or []) if isinstance(a, str)]
+        config = model_config_json(name, path)
+        found = [a for a in (config.get("architectures") or []) if isinstance(a, str)]
         if self.architectures and found and not any(a.endswith(self.architectures) for a in found):
             raise UserError(f"model {name!r} is a {found[0]}, but task {self.name} needs {self.needs}; choose such "
                             f"a model, or a task this model can do (model.task)")
@@ -67,6 +60,26 @@ class TaskSpec:
 
     def call(self, hook: str, *args: Any, **kwargs: Any) -> Any:
         return resolve(getattr(self, hook))(*args, **kwargs)
+
+
+def model_config_json(name: str, path: str) -> dict[str, Any]:
+    """A model's config.json: from its folder, else from the Hugging Face hub (or its cache, offline)."""
+    import json
+    from pathlib import Path
+
+    from tuneforge.errors import UserError
+
+    local = Path(path) / "config.json"
+    try:
+        if local.exists():
+            return json.loads(local.read_text(encoding="utf-8"))
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(path, "config.json")).read_text(encoding="utf-8"))
+    except Exception as exc:  # noqa: BLE001 - not found, offline and not cached, unreadable: one line each
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"model {name!r}: cannot read its config.json ({detail}); give a model folder, an offline "
+                        f"short name (minilm, smollm2-135m) or a hub id that is downloaded or reachable") from None
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""tuneforge serve: trained runs behind an OpenAI-compatible HTTP API (see server.py)."""
