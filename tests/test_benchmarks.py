@@ -89,3 +89,21 @@ def test_hpo_pruning_compares_a_budgeted_bayesian_search_with_the_grid(tiny_bert
     assert first["grid"] == grid and (tmp_path / "work" / "bayes-seed1" / "study.db").exists()
     assert first["bayesian"]["total_steps"] <= int(budget)
     assert again["bayesian"] == first["bayesian"] and again["paired_loss_difference"] == first["paired_loss_difference"]
+
+
+def test_serve_batching_measures_tuneforge_and_transformers_serve(tiny_llama, chat_jsonl, tmp_path):
+    from conftest import generative_config
+
+    from tuneforge.config import load_config
+    from tuneforge.pipelines.finetune import finetune
+
+    config = generative_config(tiny_llama, chat_jsonl, train={"epochs": 1}, evaluation={"baselines": []})
+    run = finetune(load_config(config), output=tmp_path / "run", log=lambda _: None).run_dir
+    result = run_benchmark("serve_batching.py", "--run", str(run), "--requests", "6", "--concurrency", "3",
+                           "--max-tokens", "4", "--threads", "1", "--servers", "tuneforge_batched,transformers_serve")
+    for server in ("tuneforge_batched", "transformers_serve"):
+        figures = result[server]
+        assert "error" not in figures, figures
+        assert figures["requests_per_s"] > 0 and 0 < figures["p50_latency_s"] <= figures["p95_latency_s"]
+    assert result["ratios"]["requests_per_s_vs_transformers_serve"] == round(
+        result["tuneforge_batched"]["requests_per_s"] / result["transformers_serve"]["requests_per_s"], 3)

@@ -79,6 +79,17 @@ def test_metrics_and_logs_are_strict_json(tmp_path):
     assert strict((tmp_path / "log.jsonl").read_text()) == {"loss": None, "step": 3}
 
 
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    from tuneforge.io import atomic_write_text
+
+    previous = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "out.txt", "x")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644  # as open() gives; mkstemp's 0600 hid outputs from other users
+
+
 def test_one_run_per_folder_and_a_stale_lock_is_taken_over(tmp_path):
     from tuneforge.pipelines.run_dir import RunLock
 

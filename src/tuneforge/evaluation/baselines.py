@@ -24,7 +24,7 @@ def embed(encoder: Any, tokenizer: Any, texts: list[str], max_length: int, batch
     order = np.argsort([len(text) for text in texts])  # similar lengths together: less padding
     out = np.zeros((len(texts), encoder.config.hidden_size), dtype=np.float32)
     with torch.inference_mode():
-        for start in tqdm(range(0, len(texts), batch_size), desc=description, leave=False):
+        for start in tqdm(range(0, len(texts), batch_size), desc=description, leave=False, disable=None):
             batch_ids = order[start:start + batch_size]
             batch = tokenizer([texts[i] for i in batch_ids], truncation=True, max_length=max_length,
                               padding=True, return_tensors="pt")

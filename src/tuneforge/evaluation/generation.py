@@ -47,7 +47,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[int]], config: Gener
     if config.stop_strings:
         options.update(stop_strings=config.stop_strings, tokenizer=tokenizer)
     with torch.inference_mode():
-        for start in tqdm(range(0, len(prompts), config.batch_size), desc=description, leave=False):
+        for start in tqdm(range(0, len(prompts), config.batch_size), desc=description, leave=False, disable=None):
             batch = [prompts[i] for i in order[start:start + config.batch_size]]
             width = max(len(p) for p in batch)
             if encoder_decoder:  # encoder inputs pad on the right
@@ -88,7 +88,7 @@ def sequence_nll(model: Any, examples: list[Encoded], batch_size: int = 8, encod
     device = next(model.parameters()).device
     sums, counts = np.zeros(len(examples)), np.zeros(len(examples), dtype=np.int64)
     with torch.inference_mode():
-        for start in tqdm(range(0, len(examples), batch_size), desc=description, leave=False):
+        for start in tqdm(range(0, len(examples), batch_size), desc=description, leave=False, disable=None):
             part = examples[start:start + batch_size]
             if encoder_decoder:
                 assert prompts is not None

@@ -173,25 +173,34 @@ def _speed_facts(speed: dict[str, Any]) -> dict[str, str]:
 
 
 def _training_plots(log: list[dict[str, Any]]) -> str:
+    """Loss (training and validation) and, when the task computes any, validation metrics; a panel with nothing to
+    show is left out, and a curve of one point is drawn as a marked point (not an invisible line)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = [(e["step"], e["loss"]) for e in log if "loss" in e]
-    evals = [e for e in log if "eval_loss" in e]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    train = [(e["step"], e["loss"]) for e in log if isinstance(e.get("loss"), (int, float))]
+    evals = [e for e in log if isinstance(e.get("eval_loss"), (int, float))]
+    metrics = [key for key in ("eval_macro_f1", "eval_accuracy", "eval_entity_f1", "eval_f1", "eval_exact_match")
+               if any(isinstance(e.get(key), (int, float)) for e in evals)]
+    if not train and not evals:
+        return "<p>No training or validation losses were logged.</p>"
+    fig, axes = plt.subplots(1, 2 if metrics else 1, figsize=(10 if metrics else 6, 3.6), squeeze=False)
+    left = axes[0][0]
     if train:
-        left.plot(*zip(*train), label="training loss")
+        left.plot(*zip(*train), "o-" if len(train) == 1 else "-", label="training loss")
     if evals:
         left.plot([e["step"] for e in evals], [e["eval_loss"] for e in evals], "o-", label="validation loss")
-        for key in ("eval_macro_f1", "eval_accuracy", "eval_entity_f1", "eval_f1", "eval_exact_match"):
-            if any(key in e for e in evals):
-                right.plot([e["step"] for e in evals], [e.get(key) for e in evals], "o-", label=key[5:])
     left.set(xlabel="step", ylabel="loss", title="Loss")
-    right.set(xlabel="step", title="Validation metrics")
     left.legend()
-    right.legend()
+    if metrics:
+        right = axes[0][1]
+        for key in metrics:
+            right.plot([e["step"] for e in evals], [e.get(key) for e in evals], "o-", label=key[5:])
+        low = min(e[k] for e in evals for k in metrics if isinstance(e.get(k), (int, float)))
+        right.set(xlabel="step", title="Validation metrics", ylim=(min(0.0, low), 1.0))  # a 1-point change stays small
+        right.legend()
     fig.tight_layout()
     return _img(fig)
 

@@ -12,8 +12,10 @@ def load_trained(model_dir: Path, meta: dict[str, Any], auto: Any, precision: st
     """``meta`` is the folder's tuneforge.json; ``auto`` the transformers Auto class of the task; ``base_kwargs``
     size the base (e.g. num_labels). The base loads as in training (QLoRA: quantized the same way) and computes in
     the precision the run evaluated in (``precision`` overrides it), so its outputs reproduce the run's."""
+    from tuneforge.models.loading import quiet_libraries
     from tuneforge.models.precision import compute_in, recorded_precision
 
+    quiet_libraries()
     return compute_in(_load(model_dir, meta, auto, **base_kwargs), recorded_precision(meta, precision))
 
 

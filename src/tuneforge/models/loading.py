@@ -15,6 +15,24 @@ def _hub_kwargs(revision: str | None, trust_remote_code: bool) -> dict[str, Any]
     return kwargs
 
 
+def quiet_libraries() -> None:
+    """Keep the console for our progress and results: transformers' load reports (a fresh head is expected to be
+    'missing'; a trained one is loaded right after) and its weight loading/saving bars, bitsandbytes' note about
+    optional CPU kernels, and deprecation chatter from dependencies go to the debug level. Idempotent."""
+    import logging
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    for name in ("mlflow", "alembic", "optuna"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+    warnings.filterwarnings("ignore", message=".*torch.jit.script_method.*")
+
+
 def load_tokenizer(model: ResolvedModel, revision: str | None = None, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 

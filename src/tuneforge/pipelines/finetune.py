@@ -320,17 +320,9 @@ def _headline(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def _quiet_libraries() -> None:
-    """Keep the console for our progress and results: transformers' load reports (a fresh head is expected
-    to be 'missing') and deprecation chatter from dependencies go to the debug level."""
-    import logging
-    import warnings
+    from tuneforge.models.loading import quiet_libraries
 
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    for name in ("mlflow", "alembic", "optuna"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+    quiet_libraries()
 
 
 def _trim_log(path: Path, checkpoint: str | None) -> None:

@@ -157,16 +157,31 @@ class GenerationEngine:
                                    "stopping_criteria": StoppingCriteriaList([PerRow()])}
         options.update(temperature=temperature, top_p=top_p, top_k=0) if sampling else \
             options.update(temperature=None, top_p=None, top_k=None)
-        if self.multi_adapter:
-            options["adapter_names"] = [job.adapter or BASE_ADAPTER for job in batch]
         device = next(self.model.parameters()).device
-        with torch.inference_mode():
+        with torch.inference_mode(), self._adapters(batch, options):
             out = self.model.generate(input_ids=torch.tensor(ids, device=device),
                                       attention_mask=torch.tensor(mask, device=device), **options)
         for row, tokens in zip(rows, out[:, offset:].tolist()):
             if not row.done:  # ended by max_new_tokens of the batch, or by the last token
                 self._advance(row, tokens)
             self._finish(row)
+
+    def _adapters(self, batch: list[Job], options: dict[str, Any]) -> Any:
+        """The adapters of a batch: one adapter for every row is set as the active one (the plain LoRA forward);
+        the base alone runs with adapters disabled; a mix goes row by row (``adapter_names``)."""
+        import contextlib
+
+        if not self.multi_adapter:
+            return contextlib.nullcontext()
+        names = {job.adapter or BASE_ADAPTER for job in batch}
+        if len(names) > 1:
+            options["adapter_names"] = [job.adapter or BASE_ADAPTER for job in batch]
+            return contextlib.nullcontext()
+        (name,) = names
+        if name == BASE_ADAPTER:
+            return self.model.disable_adapter()
+        self.model.set_adapter(name)
+        return contextlib.nullcontext()
 
     def _advance(self, row: _Row, tokens: list[int]) -> None:
         job = row.job

@@ -177,7 +177,7 @@ def predict_logits(model: Any, tokenizer: Any, texts: list[str], max_length: int
     order = np.argsort([len(text) for text in texts])
     logits: np.ndarray | None = None
     with torch.inference_mode():
-        for start in tqdm(range(0, len(texts), batch_size), desc=description, leave=False):
+        for start in tqdm(range(0, len(texts), batch_size), desc=description, leave=False, disable=None):
             batch_ids = order[start:start + batch_size]
             batch = tokenizer([texts[i] for i in batch_ids], truncation=True, max_length=max_length,
                               padding=True, return_tensors="pt").to(device)

@@ -92,11 +92,14 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
         # then skips dividing by the accumulation steps. Classification heads take **kwargs but return a plain
         # mean, so with accumulation the gradient (and the logged loss) came out accumulation-steps times too big.
         trainer.model_accepts_loss_kwargs = False
-    if quiet:  # search trials: no progress bars or printed logs (the study reports each trial)
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-        trainer.remove_callback(ProgressCallback)
-        trainer.remove_callback(PrinterCallback)
+    from tuneforge.training.progress import ProgressDisplay
+
+    trainer.remove_callback(ProgressCallback)  # transformers' bar and its printed dicts of strings make way for ours
+    trainer.remove_callback(PrinterCallback)
+    if not quiet:  # search trials print nothing (the study reports each trial)
+        trainer.add_callback(ProgressDisplay())
     return trainer
 
 
