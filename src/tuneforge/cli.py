@@ -147,7 +147,8 @@ def _add_runs(sub: Any) -> None:
     runs_list.add_argument("--experiment", help="only this experiment (run name)")
     runs_list.add_argument("--study", help="only the trials of this study")
     runs_show = runs_sub.add_parser("show", help="one run's parameters and metrics")
-    runs_show.add_argument("run", help="run id (or prefix) or run folder name")
+    runs_show.add_argument("run", help="run id (or prefix), run name or run folder")
+    runs_show.add_argument("--all", action="store_true", help="every metric and parameter")
     runs_compare = runs_sub.add_parser("compare", help="runs side by side (or every trial of --study)")
     runs_compare.add_argument("runs", nargs="*", help="run ids or run folder names")
     runs_compare.add_argument("--study", help="compare every trial of this study")
@@ -381,7 +382,7 @@ def _tune(args: Any) -> int:
 
 def _runs(args: Any) -> int:
     from tuneforge.config.schema import TrackingConfig
-    from tuneforge.summary import print_runs, print_run
+    from tuneforge.summary import print_comparison, print_run, print_runs
 
     tracking = TrackingConfig(dir=args.tracking_dir, uri=args.tracking_uri)
     if args.action == "ui":
@@ -398,13 +399,13 @@ def _runs(args: Any) -> int:
     if args.action == "list":
         print_runs(query.list_runs(tracking, args.experiment, args.study))
     elif args.action == "show":
-        print_run(query.compare(tracking, [args.run])[0])
+        print_run(query.compare(tracking, [args.run])[0], everything=args.all)
     else:
         if not args.runs and not args.study:
             from tuneforge.errors import UserError
 
             raise UserError("runs compare needs run ids/names or --study NAME")
-        print_runs(query.compare(tracking, args.runs, args.study), with_params=True)
+        print_comparison(query.compare(tracking, args.runs, args.study))
     return 0
 
 

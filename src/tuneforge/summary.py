@@ -67,38 +67,92 @@ def print_tune_summary(result: Any) -> None:
     console.print(f"best.yaml and hpo_report.html: {result.study_dir}")
 
 
-def print_runs(rows: list[dict[str, Any]], with_params: bool = False) -> None:
-    from rich.console import Console
+def print_runs(rows: list[dict[str, Any]]) -> None:
+    """A run list: one row per run, its headline test metrics and costs (columns only where some run has a value)."""
+    from rich.table import Table
+
+    from tuneforge.tracking.query import headline_columns
+
+    metrics = [m for m in headline_columns() if any(m in r["metrics"] for r in rows)]
+    trials = any(r["trial"] for r in rows)
+    table = Table(show_edge=False)
+    for column in ("run", "status", "started", *(["trial"] if trials else []), *(_short(m) for m in metrics)):
+        table.add_column(column, no_wrap=True)
+    for r in rows:
+        table.add_row(r["name"] or r["run_id"][:8], r["status"], r["started"][5:16], *([r["trial"] or ""] if trials
+                                                                                       else []),
+                      *[f"{r['metrics'][m]:.4g}" if m in r["metrics"] else "" for m in metrics])
+    _console().print(table)
+
+
+def print_comparison(rows: list[dict[str, Any]]) -> None:
+    """Runs side by side: a column per run, a row per metric (test metrics with their intervals when the run
+    folder is on this machine) and per parameter that differs."""
     from rich.table import Table
 
     from tuneforge.tracking.query import differing_params, headline_columns
 
     metrics = [m for m in headline_columns() if any(m in r["metrics"] for r in rows)]
-    for extra in sorted({k for r in rows for k in r["metrics"] if k.startswith("eval_")})[:4]:
-        metrics.append(extra)
-    params = differing_params(rows) if with_params else []
-    table = Table()
-    for column in ("run", "status", "started", "trial", *params, *metrics):
-        table.add_column(column, overflow="fold")
+    metrics += sorted({k for r in rows for k in r["metrics"] if k.startswith("eval_")})[:4]
+    table = Table(show_edge=False)
+    table.add_column("")
     for r in rows:
-        table.add_row(r["name"] or r["run_id"][:8], r["status"], r["started"], r["trial"] or "",
-                      *[str(r["params"].get(p, "")) for p in params],
-                      *[f"{r['metrics'][m]:.4g}" if m in r["metrics"] else "" for m in metrics])
-    Console(width=200).print(table)
+        table.add_column((r["name"] or r["run_id"][:8]) + (f" (trial {r['trial']})" if r["trial"] else ""),
+                         justify="right")
+    table.add_row("status", *[r["status"] for r in rows])
+    for metric in metrics:
+        table.add_row(_short(metric), *[_with_interval(r, metric) for r in rows])
+    for param in differing_params(rows):
+        table.add_row(param, *[str(r["params"].get(param, "")) for r in rows], style="dim")
+    _console().print(table)
 
 
-def print_run(row: dict[str, Any]) -> None:
-    from rich.console import Console
+def print_run(row: dict[str, Any], everything: bool = False) -> None:
+    """One run: its headline figures and main settings (``everything``: every metric and parameter)."""
     from rich.table import Table
 
-    console = Console(width=200)
+    from tuneforge.tracking.query import headline_columns
+
+    console = _console()
     console.print(f"run {row['run_id']} ({row['name']}), experiment {row['experiment']}, {row['status']}, "
                   f"started {row['started']}")
-    for title, values in (("metrics", row["metrics"]), ("params", row["params"])):
-        table = Table(title=title)
-        table.add_column("key")
-        table.add_column("value")
-        for key in sorted(values):
-            value = values[key]
-            table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
-        console.print(table)
+    shown = list(row["metrics"]) if everything else [m for m in headline_columns() if m in row["metrics"]]
+    params = sorted(row["params"]) if everything else [k for k in MAIN_PARAMS if k in row["params"]]
+    table = Table(show_edge=False)
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for metric in sorted(shown) if everything else shown:
+        table.add_row(_short(metric), _with_interval(row, metric))
+    for key in params:
+        table.add_row(key, str(row["params"][key]), style="dim")
+    console.print(table)
+    if not everything:
+        console.print(f"({len(row['metrics'])} metrics and {len(row['params'])} parameters in all: --all)")
+
+
+MAIN_PARAMS = ("model.name", "model.task", "method.name", "method.r", "train.learning_rate", "train.epochs",
+               "train.batch_size", "data.path", "data.max_length")
+
+
+SHORT = {"validation_best": "val best", "train_seconds": "train s", "global_steps": "steps"}
+
+
+def _short(metric: str) -> str:
+    return SHORT.get(metric, metric.removeprefix("test_"))
+
+
+def _console() -> Any:
+    """The terminal's width in a terminal; wide enough for a table otherwise (a file, a pipe, CI)."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _with_interval(row: dict[str, Any], metric: str) -> str:
+    value = row["metrics"].get(metric)
+    if value is None:
+        return ""
+    interval = row.get("intervals", {}).get(metric)
+    return f"{value:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else f"{value:.4g}"

@@ -83,6 +83,7 @@ def test_smollm2_chat_quickstart_on_a_small_sample(tmp_path):
 
     meta = json.loads((result.run_dir / "model" / "tuneforge.json").read_text())
     assert meta["system_prompt"] == config.data.system_prompt and meta["stop_token_ids"]
+    assert meta["base"]["name"] == "smollm2-135m" and len(meta["base"]["sha256"]) == 64  # portable, not a cache path
     with serve([result.run_dir]) as server:
         server.wait_ready()
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0, timeout=300)

@@ -83,3 +83,17 @@ def token_length_stats(lengths: list[int], max_length: int) -> dict[str, float]:
             "p95": float(np.percentile(array, 95)), "max": int(array.max()),
             "truncated": int((array > max_length).sum()),
             "truncated_pct": round(100 * float((array > max_length).mean()), 2)}
+
+
+TRUNCATION_WARN_PCT = 5.0  # warn when more of the training split than this is cut at data.max_length
+
+
+def truncation_warning(stats: dict[str, float], max_length: int, unit: str = "examples") -> str | None:
+    """One line when data.max_length cuts a notable share of the training split: the length that would keep 95%
+    whole, and what it costs (tokens per example grow by about that ratio)."""
+    if not stats or stats.get("truncated_pct", 0.0) <= TRUNCATION_WARN_PCT:
+        return None
+    p95 = int(stats["p95"])
+    return (f"data.max_length {max_length} truncates {stats['truncated_pct']:.0f}% of the training {unit} "
+            f"(longest {stats['max']} tokens); data.max_length={p95} would keep 95% whole, at about "
+            f"{p95 / max_length:.1f}x the tokens per example")

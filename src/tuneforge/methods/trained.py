@@ -28,7 +28,9 @@ def _load(model_dir: Path, meta: dict[str, Any], auto: Any, **base_kwargs: Any) 
     from tuneforge.models.first_token import first_token_only
 
     def base() -> Any:
-        model = auto.from_pretrained(meta["base_model"], **base_kwargs)
+        from tuneforge.models.assets import base_path
+
+        model = auto.from_pretrained(base_path(meta), **base_kwargs)
         first_token_only(model)  # as in training: the last layer computes only the position a classifier reads
         if meta.get("method") == "qlora":  # the same 4-bit kernels as in training, so outputs reproduce exactly
             from tuneforge.methods.qlora import keep_training_layout

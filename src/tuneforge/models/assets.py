@@ -25,6 +25,7 @@ class ResolvedModel:
     path: str  # a folder or hub id that from_pretrained accepts
     source: str  # local | offline | hub
     gguf_file: str | None = None
+    gguf_source: str | None = None  # the GGUF file itself (``path`` is its cached conversion)
 
 
 def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
@@ -57,7 +58,8 @@ def _from_gguf(name: str, folder: Path, gguf_file: str) -> ResolvedModel:
     target = cache_dir() / "gguf" / f"{Path(gguf_file).stem}"
     if not (target / "model.safetensors").exists():
         convert_gguf(folder, gguf_file, target)
-    return ResolvedModel(name, str(target), "offline" if name in OFFLINE_MODELS else "local", gguf_file)
+    return ResolvedModel(name, str(target), "offline" if name in OFFLINE_MODELS else "local", gguf_file,
+                         str(folder / gguf_file))
 
 
 def convert_gguf(folder: Path, gguf_file: str, target: Path) -> None:
@@ -110,3 +112,13 @@ def _composed(name: str, encoder: ResolvedModel, decoder: ResolvedModel) -> Reso
             config.pad_token_id = tokenizer.pad_token_id
         save_to_cache(model, tokenizer, target)
     return ResolvedModel(name, str(target), "composed")
+
+
+def base_path(meta: dict[str, Any]) -> str:
+    """The base model of a saved run on this machine: the path it recorded when that still exists, else the base
+    found again by the name the run was given (a hub id, an offline short name, a GGUF file converted anew)."""
+    recorded = str(meta["base_model"])
+    portable = (meta.get("base") or {}).get("name")
+    if Path(recorded).exists() or not portable:
+        return recorded
+    return resolve_model(portable).path

@@ -92,14 +92,16 @@ def _load_adapter_model(model_dir: Path, meta: dict[str, Any], auto: Any, base_k
     import torch
     from peft import PeftModel
 
+    from tuneforge.models.assets import base_path
+
     if meta["method"] == "qlora":
         from tuneforge.methods.registry import load_kwargs, validate_method
 
         method = validate_method(meta["method_config"])
-        base = auto.from_pretrained(meta["base_model"], **base_kwargs, **load_kwargs(method))
+        base = auto.from_pretrained(base_path(meta), **base_kwargs, **load_kwargs(method))
         base = base.dequantize().to(torch.float32)  # the 4-bit weights as training saw them, in full precision
     else:
-        base = auto.from_pretrained(meta["base_model"], **base_kwargs)
+        base = auto.from_pretrained(base_path(meta), **base_kwargs)
     return PeftModel.from_pretrained(base, str(model_dir))
 
 

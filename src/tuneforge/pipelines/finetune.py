@@ -112,9 +112,11 @@ def _locked_run(config: RunConfig, run_dir: Path, resume: bool, keep_checkpoints
         tracker.log_metrics({"params_total": params["total"], "params_trainable": params["trainable"]})
         atomic_write_json(run_dir / "metrics.json", metrics)
         if evaluate_test:
+            from tuneforge.pipelines.model_card import write_model_card
             from tuneforge.pipelines.report import write_report
 
             write_report(run_dir)
+            write_model_card(run_dir)
         tracker.log_metrics(_headline(metrics))
         tracker.log_artifacts(run_dir, ARTIFACTS)
     except BaseException:
@@ -174,7 +176,8 @@ def run_task(task: Any, config: RunConfig, run_dir: Path, resume: bool, log: Cal
     trainer, train_seconds = train_with_resume(model, tokenizer, data.train, data.validation, config, run_dir, resume,
                                                log, callbacks, tracker, quiet, parts, task)
     model = trainer.model
-    save_model(model, tokenizer, run_dir / "model", resolved.path, config, data.labels, data.meta)
+    save_model(model, tokenizer, run_dir / "model", resolved.path, config, data.labels,
+               {**data.meta, "base": portable_base(resolved)})
     training = {"global_steps": trainer.state.global_step, "epochs_run": round(trainer.state.epoch or 0.0, 3),
                 "max_epochs": config.train.epochs, "method": config.method.name,
                 "train_seconds": round(train_seconds, 2), "params_trainable": params["trainable"],
@@ -333,6 +336,21 @@ def _trim_log(path: Path, checkpoint: str | None) -> None:
     lines = [line for line in path.read_text(encoding="utf-8").splitlines()
              if line.strip() and json.loads(line).get("step", 0) <= step]
     atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def portable_base(resolved: Any) -> dict[str, Any]:
+    """How another machine finds the base: the name the run was given (a hub id or an offline short name, not this
+    machine's cache path) and, for a GGUF file, its sha256 (the cached conversion is rebuilt from it)."""
+    import hashlib
+
+    base: dict[str, Any] = {"name": resolved.name, "source": resolved.source}
+    if resolved.gguf_file:
+        digest = hashlib.sha256()
+        with open(resolved.gguf_source, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        base.update(gguf_file=resolved.gguf_file, sha256=digest.hexdigest())
+    return base
 
 
 def save_model(model: Any, tokenizer: Any, target: Path, base_path: str, config: RunConfig,

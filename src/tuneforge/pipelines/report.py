@@ -27,15 +27,18 @@ def write_report(run_dir: str | Path) -> Path:
     from tuneforge.tasks.registry import task_spec
 
     task = task_spec(task_of(metrics))
-    return page(run_dir, name, [f"<h1>tuneforge run: {html.escape(name)}</h1>", verdict_html(metrics.get("verdict")),
+    return page(run_dir, name, [f"<h1>tuneforge run: {html.escape(name)}</h1>",
+                                 verdict_html(metrics.get("verdict"), data_report.get("warnings", [])),
                                  *task.call("report", run_dir, metrics, data_report, params, log),
                                  "<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>"])
 
 
-def verdict_html(verdict: dict | None) -> str:
-    """The run's verdict on top of the page: one line, and a warning box when it learned nothing."""
+def verdict_html(verdict: dict | None, data_warnings: list[str] = ()) -> str:
+    """The run's verdict on top of the page: one line, and a warning box when it learned nothing or the data
+    was cut (truncation) or looked damaged."""
+    warnings = "".join(f"<p class='warning'>{html.escape(w)}</p>"
+                       for w in [*(verdict or {}).get("warnings", []), *data_warnings])
     if not verdict:
-        return ""
-    warnings = "".join(f"<p class='warning'>{html.escape(w)}</p>" for w in verdict.get("warnings", []))
+        return warnings
     return f"<p id='verdict' class='verdict-{verdict['status'].replace(' ', '-')}'><b>Verdict:</b> " \
            f"{html.escape(verdict['line'])}</p>{warnings}"

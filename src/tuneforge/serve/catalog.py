@@ -100,7 +100,9 @@ def _shared_bases(runs: dict[str, tuple[Path, dict[str, Any], Any]]) -> dict[tup
     groups: dict[tuple[str, str], list[str]] = {}
     for name, (model_dir, meta, task) in runs.items():
         if task.generates and meta.get("method") == "lora" and (model_dir / "adapter_config.json").exists():
-            groups.setdefault((meta["base_model"], meta.get("precision") or "fp32"), []).append(name)
+            from tuneforge.models.assets import base_path
+
+            groups.setdefault((base_path(meta), meta.get("precision") or "fp32"), []).append(name)
     return groups
 
 

@@ -49,6 +49,11 @@ def prepare(config: Any, tokenizer: Any, resolved: Any) -> Prepared:
     datasets, lengths = _tokenize_splits(data, tokenizer, config.data.max_length)
     data.report["token_lengths"] = lengths
     data.report["model"] = {"name": resolved.name, "path": resolved.path, "source": resolved.source}
+    from tuneforge.data.prepare import truncation_warning
+
+    cut = truncation_warning(lengths["train"], config.data.max_length)
+    if cut:
+        data.report["warnings"].append(cut)
     return Prepared(datasets["train"], datasets["validation"], list(data.labels), data.report,
                     _data_summary(data.report), data, warnings=list(data.report["warnings"]))
 

@@ -40,12 +40,16 @@ def list_runs(config: TrackingConfig, experiment: str | None = None, study: str 
 
 
 def get_run(config: TrackingConfig, key: str) -> Any:
-    """A run by id, id prefix or run name (the run folder's name)."""
+    """A run by id, id prefix, run name (the run folder's name) or run folder path."""
+    from pathlib import Path
+
     client = _client(config)
     experiments = [e.experiment_id for e in client.search_experiments()]
+    folder = str(Path(key).resolve()) if Path(key).is_dir() else None
     if experiments:
         for run in client.search_runs(experiments, max_results=5000):
-            if run.info.run_id.startswith(key) or run.info.run_name == key:
+            if run.info.run_id.startswith(key) or run.info.run_name == key or \
+                    (folder and run.data.tags.get("tuneforge.run_dir") == folder):
                 return run
     raise UserError(f"no tracked run {key!r} in {tracking_uri(config)} (see: tuneforge runs list)")
 
@@ -57,7 +61,27 @@ def _summary(run: Any, experiment_names: dict[str, str]) -> dict[str, Any]:
             "experiment": experiment_names.get(run.info.experiment_id, run.info.experiment_id),
             "started": datetime.datetime.fromtimestamp(run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M:%S"),
             "study": run.data.tags.get("tuneforge.study"), "trial": run.data.tags.get("tuneforge.trial"),
-            "metrics": {k: v for k, v in run.data.metrics.items()}, "params": dict(run.data.params)}
+            "metrics": {k: v for k, v in run.data.metrics.items()}, "params": dict(run.data.params),
+            "intervals": _intervals(run.data.tags.get("tuneforge.run_dir"))}
+
+
+def _intervals(run_dir: str | None) -> dict[str, list[float]]:
+    """``test_<metric>[_<baseline>]`` -> its bootstrap interval, from the run folder's metrics.json when it is on
+    this machine (the tracker keeps values only)."""
+    import json
+    from pathlib import Path
+
+    try:
+        test = json.loads((Path(run_dir) / "metrics.json").read_text())["test"] if run_dir else {}
+    except (OSError, ValueError, KeyError):
+        return {}
+    out: dict[str, list[float]] = {}
+    for prefix, figures in (("", test.get("finetuned", {})),
+                            *((f"_{name}", f) for name, f in test.get("baselines", {}).items())):
+        for key, value in figures.items():
+            if key.endswith("_ci") and isinstance(value, list):
+                out[f"test_{key[:-3]}{prefix}"] = value
+    return out
 
 
 def compare(config: TrackingConfig, keys: list[str], study: str | None = None) -> list[dict[str, Any]]:
