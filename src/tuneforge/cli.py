@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 HELP = """tuneforge: fine-tune a pretrained model on your data, evaluate it honestly against baselines.
@@ -25,8 +27,10 @@ HELP = """tuneforge: fine-tune a pretrained model on your data, evaluate it hone
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tuneforge", description=HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (anywhere on the line)")
+    parser.add_argument("--version", action="store_true", help="print the version (anywhere on the line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_init(sub)
     _add_train(sub)
     _add_quickstart(sub)
     _add_predict(sub)
@@ -165,7 +169,8 @@ def _add_config(sub: Any) -> None:
     for action, text in (("validate", "check a config and its overrides"),
                          ("show", "print the resolved config with every default")):
         p = config_sub.add_parser(action, help=text)
-        p.add_argument("config", help="YAML run config")
+        p.add_argument("config", nargs="?" if action == "show" else None,
+                       help="YAML run config" + (" (none: every default, with placeholders)" if action == "show" else ""))
         p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     config_sub.add_parser("keys", help="every config key with its type, default and description")
 
@@ -185,15 +190,24 @@ def _train_args(train: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug, version = "--debug" in argv, "--version" in argv  # accepted anywhere on the line
+    argv = [a for a in argv if a not in ("--debug", "--version")]
+    if version:
+        from tuneforge import __version__
+
+        print(f"tuneforge {__version__}")
+        return 0
     if argv[:1] == ["train"] and any(a in ("-h", "--help") for a in argv[1:]):
         return _train_help()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.debug = debug
     if args.command is None:
         parser.print_help()
         return 0
-    commands: dict[str, Callable[[Any], int]] = {"train": _train, "quickstart": _quickstart, "predict": _predict,
+    commands: dict[str, Callable[[Any], int]] = {"init": _init, "train": _train, "quickstart": _quickstart,
+                                                 "predict": _predict,
                                                  "config": _config, "tune": _tune, "runs": _runs,
                                                  "generate": _generate, "chat": _chat, "export": _export,
                                                  "serve": _serve, "compare-methods": _compare_methods, "estimate": _estimate}
@@ -204,8 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         return commands[args.command](args)
-    except KeyboardInterrupt:
-        print("interrupted; continue with: tuneforge train CONFIG --output RUN_DIR --resume", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        run_dir = getattr(interrupt, "run_dir", None)
+        if args.command == "train" and run_dir:
+            again = " ".join(shlex.quote(a) for a in ["tuneforge", "train", args.config, *args.overrides, "--output",
+                                                      str(run_dir), "--resume"])
+            print(f"interrupted; continue with: {again}", file=sys.stderr)
+        else:
+            print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
         from tuneforge.errors import UserError
@@ -216,6 +236,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code
         raise
+
+
+def _add_init(sub: Any) -> None:
+    init = sub.add_parser("init", help="write a commented starter config for a task")
+    init.add_argument("--task", default="sequence-classification", help="the task (default sequence-classification; "
+                      "also token-classification, question-answering, causal-lm, seq2seq)")
+    init.add_argument("--output", default="tuneforge.yaml", help="file to write (default tuneforge.yaml)")
+
+
+def _init(args: Any) -> int:
+    from tuneforge.config.starter import starter_config
+    from tuneforge.errors import UserError
+
+    target = Path(args.output)
+    if target.exists():
+        raise UserError(f"{target}: already exists; choose another --output")
+    target.write_text(starter_config(args.task), encoding="utf-8")
+    print(f"wrote {target}: edit model.name and data.path, then: tuneforge config validate {target}")
+    return 0
 
 
 def _train_help() -> int:
@@ -301,7 +340,7 @@ def _chat(args: Any) -> int:
     from tuneforge.pipelines.generate import chat_loop
 
     generator = _generator(args)
-    print("chat: an empty line or /exit ends, /reset starts over")
+    print("chat: /exit or Ctrl-D ends, /reset starts over")
     chat_loop(generator, system=args.system)
     return 0
 
@@ -417,7 +456,12 @@ def _config(args: Any) -> int:
 
         print(describe_keys())
         return 0
-    config = load_config(args.config, args.overrides)
+    if args.config is None:  # config show alone: every default, around placeholders for what has none
+        config = load_config({"name": "my-run", "model": {"name": "minilm"}, "data": {"path": "data.csv"}},
+                             args.overrides)
+        print("# every default (model.name and data.path are placeholders; tuneforge init writes a starter)")
+    else:
+        config = load_config(args.config, args.overrides)
     if args.action == "show":
         print(dump_config(config), end="")
     else:

@@ -79,3 +79,60 @@ def test_runs_compare_puts_runs_in_columns_with_intervals_and_show_takes_a_folde
     shown = cli("show", str(tmp_path / "b"))
     assert "macro_f1" in shown and "method.name" in shown and "--all" in shown
     assert len(shown.splitlines()) < 30  # the headline, not ~140 raw rows
+
+
+def run_cli(*args, cwd=None):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "tuneforge.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_init_writes_a_valid_commented_starter_for_every_task(tmp_path):
+    import yaml
+
+    from tuneforge.config.starter import STARTS
+    from tuneforge.tasks.registry import available_tasks
+
+    assert set(STARTS) == set(available_tasks())
+    for task in STARTS:
+        done = run_cli("init", "--task", task, "--output", str(tmp_path / f"{task}.yaml"))
+        assert done.returncode == 0, done.stderr
+        text = (tmp_path / f"{task}.yaml").read_text()
+        assert "learning_rate: auto  # Peak learning rate." in text and text.count("  # ") >= 10
+        assert load_config(tmp_path / f"{task}.yaml").model.task == task == yaml.safe_load(text)["model"]["task"]
+    again = run_cli("init", "--output", str(tmp_path / "causal-lm.yaml"))
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_conventions_version_and_debug_anywhere_config_show_without_a_file(tmp_path):
+    from tuneforge import __version__
+
+    assert run_cli("config", "show", "--version").stdout.strip() == f"tuneforge {__version__}"
+    shown = run_cli("config", "show")
+    assert shown.returncode == 0 and "r: 8" in shown.stdout and "learning_rate: 0.002" in shown.stdout
+    missing = run_cli("config", "validate", str(tmp_path / "nope.yaml"), "--debug")
+    assert missing.returncode != 0 and "Traceback" in missing.stderr  # --debug after the arguments still counts
+
+
+def test_ctrl_c_prints_the_command_that_resumes(tiny_bert, tiny_csv, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tiny_bert, tiny_csv, train={"epochs": 200, "early_stopping": None})))
+    run = subprocess.Popen([sys.executable, "-m", "tuneforge.cli", "train", str(path), "train.seed=3", "--output",
+                            str(tmp_path / "run")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((tmp_path / "run").glob("checkpoints/checkpoint-*/trainer_state.json")):
+        assert run.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130
+    assert err.strip().splitlines()[-1] == (f"interrupted; continue with: tuneforge train {path} train.seed=3 "
+                                            f"--output {tmp_path / 'run'} --resume")

@@ -61,7 +61,7 @@ def test_chat_keeps_the_conversation(tiny_llama, chat_jsonl, tmp_path):
     from tuneforge.pipelines.generate import chat_loop, load_generator
 
     generator = load_generator(run, max_new_tokens=5)
-    said = iter(["7 plus one, goal?", "and 8?", "/exit"])
+    said = iter(["7 plus one, goal?", "", "and 8?", "/exit"])
     seen_prompts = []
     original = generator.prompt_ids
     generator.prompt_ids = lambda messages: seen_prompts.append(list(messages)) or original(messages)
@@ -69,7 +69,11 @@ def test_chat_keeps_the_conversation(tiny_llama, chat_jsonl, tmp_path):
     history = chat_loop(generator, read=lambda _: next(said), write=written.append)
     assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
     assert seen_prompts[1][:2] == history[:2]  # the second question is asked with the first exchange before it
-    assert "".join(written).count("\n") == 2
+    assert "".join(written).count("\n") == 2  # the empty line was ignored, not the end
+    said = iter(["7 plus one, goal?", "/reset", "and 8?", "/exit"])
+    written.clear()
+    history = chat_loop(generator, read=lambda _: next(said), write=written.append)
+    assert "(conversation cleared: 1 exchange forgotten)\n" in written and len(history) == 2
 
 
 def test_continued_pretraining_lowers_held_out_perplexity(tiny_llama, tmp_path):

@@ -109,7 +109,7 @@ class DataConfig(Section):
 class MethodConfig(Section):
     """Base of every method's config; the registry maps ``name`` to the concrete class."""
 
-    name: str = Field(description="Fine-tuning method: full | freeze | lora.")
+    name: str = Field(description="Fine-tuning method: full | freeze | lora | qlora | adapter | prefix | prompt | ia3.")
 
 
 class EarlyStoppingConfig(Section):
@@ -288,7 +288,8 @@ class RunConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name (used in the run folder name).")
     model: ModelConfig = Field(description="The base model and task.")
     data: DataConfig = Field(description="Where the data is and how to prepare it.")
-    method: SerializeAsAny[MethodConfig] = Field(default_factory=lambda: MethodConfig(name="lora"), description="Fine-tuning method.")
+    method: SerializeAsAny[MethodConfig] = Field(default_factory=lambda: MethodConfig(name="lora"), validate_default=True,
+                                                 description="Fine-tuning method (default: lora, its defaults).")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training loop settings.")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Test-time evaluation.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment tracking.")

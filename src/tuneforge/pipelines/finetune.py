@@ -59,6 +59,9 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
             log(f"run folder: {run_dir}")
         result = _locked_run(config, run_dir, resume, keep_checkpoints, log, evaluate_test, callbacks, tags, quiet,
                              inputs)
+    except KeyboardInterrupt as interrupt:
+        interrupt.run_dir = run_dir  # type: ignore[attr-defined]  # the CLI prints the command that resumes it
+        raise
     finally:
         lock.release()
     return RunResult(run_dir=run_dir, metrics=result[0], seconds=time.time() - started, tracking_run_id=result[1])

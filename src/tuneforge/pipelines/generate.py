@@ -30,17 +30,23 @@ def _stdout(text: str) -> None:
 
 def chat_loop(generator: Generator, read: Callable[[str], str] = input, write: Callable[[str], None] = _stdout,
               system: str | None = None) -> list[dict[str, str]]:
-    """Keep the conversation; an empty line, /exit or end of input stops; /reset starts over."""
+    """Keep the conversation; /exit, /quit or end of input (Ctrl-D) stops; /reset starts over (and says so); an empty
+    line is ignored."""
     messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     while True:
         try:
             line = read("you> ").strip()
         except EOFError:
             break
-        if line in ("", "/exit", "/quit"):
+        if not line:
+            continue
+        if line in ("/exit", "/quit"):
             break
         if line == "/reset":
+            turns = sum(1 for m in messages if m["role"] == "user")
             messages = messages[:1] if system else []
+            write(f"(conversation cleared: {turns} exchange{'s' * (turns != 1)} forgotten"
+                  f"{'; the system message stays' if system else ''})\n")
             continue
         messages.append({"role": "user", "content": line})
         write("bot> ")
