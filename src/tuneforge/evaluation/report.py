@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.ci{color:#777;font-size:.85em}
 .win{background:#e8f5e9}.lose{background:#ffebee}img{max-width:100%}pre{background:#f7f7f7;padding:1em}
-.grid{display:flex;flex-wrap:wrap;gap:1em}.grid img{max-width:520px}
+.grid{display:flex;flex-wrap:wrap;gap:1em}.grid img{max-width:520px}#training td,#samples td{text-align:left}
 #verdict{font-size:1.15em;padding:.6em 1em;border-radius:4px;background:#f3f3f3}#verdict.verdict-better{background:#e8f5e9}
 #verdict.verdict-worse{background:#ffebee}.warning{background:#fff3e0;border-left:4px solid #e65100;padding:.6em 1em}"""
 
@@ -122,12 +121,23 @@ def _training_facts(metrics: dict[str, Any], params: dict[str, Any]) -> str:
         "trainable parameters": f"{params['trainable']:,} of {params['total']:,} ({params['trainable_pct']:.2f}%)",
         "epochs run / max": f"{training.get('epochs_run')} / {training.get('max_epochs')}",
         "optimizer steps": training.get("global_steps"),
-        "best validation metric": validation.get("best_metric"),
+        "best validation " + (validation.get("metric") or "metric"): _rounded(validation.get("best_metric")),
         "best checkpoint (restored)": validation.get("best_checkpoint"),
         **_speed_facts(training.get("speed") or {}),
     }
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
     return f"<table id='training'>{rows}</table>"
+
+
+def _rounded(value: Any) -> Any:
+    return f"{value:.4f}" if isinstance(value, float) else value
+
+
+def pairs_table(pairs: dict[str, Any], key: str, value: str, ident: str = "") -> str:
+    """A two-column table of a small mapping (leakage counts, cleaning counts), instead of raw JSON."""
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in pairs.items())
+    return (f"<table{f' id={ident!r}' if ident else ''}><tr><th>{html.escape(key)}</th><th>{html.escape(value)}</th>"
+            f"</tr>{rows or '<tr><td>none</td><td>0</td></tr>'}</table>")
 
 
 def _data_section(report: dict[str, Any]) -> str:
@@ -147,9 +157,9 @@ def _data_section(report: dict[str, Any]) -> str:
                                                                          "truncated", "truncated_pct")) + "</tr>"
         for s, v in lengths.items())
     return (f"<p>{report['source']['rows_read']} rows read from {html.escape(report['source']['path'])} "
-            f"({report['source']['format']}); {report['rows_kept']} kept. Leakage between splits: "
-            f"{html.escape(json.dumps(report['leakage']['overlapping_texts']))}.</p>"
+            f"({report['source']['format']}); {report['rows_kept']} kept.</p>"
             f"<div class='grid'><table id='splits'><tr><th>class</th>{head}</tr>{rows}{totals}</table>"
+            + pairs_table(report["leakage"]["overlapping_texts"], "texts in two splits", "count", "leakage") +
             f"<table id='dropped'><tr><th>dropped</th><th>rows</th></tr>{dropped or '<tr><td>none</td><td>0</td></tr>'}"
             f"</table><table><tr><th>changed (kept)</th><th>rows</th></tr>{modified}</table></div>"
             "<table id='lengths'><tr><th>split</th><th>mean tokens</th><th>p50</th><th>p95</th><th>max</th>"

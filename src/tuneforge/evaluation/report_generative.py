@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tuneforge.evaluation.report import _comparison_table, _difference_table, _training_facts, _training_plots
+from tuneforge.evaluation.report import _comparison_table, _difference_table, _training_facts, _training_plots, \
+    pairs_table
 
 GENERATIVE_SHOWN = ("rougeL", "rouge1", "rouge2", "bleu", "chrf", "meteor", "exact_match", "ended_rate",
                     "perplexity", "mean_new_tokens")
@@ -69,9 +70,9 @@ def _data(report: dict[str, Any]) -> str:
     warnings = "".join(f"<li>{html.escape(w)}</li>" for w in lint.get("warnings", []))
     tokens = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in report.get("tokens", {}).items())
     return (f"<p>{source['rows_read']} records read from {html.escape(source['path'])} ({source['format']}, "
-            f"{source['dataset_format']}); kept {splits}. Prompts shared between splits: "
-            f"{html.escape(json.dumps(report['leakage']['overlapping_prompts']))}.</p>"
-            f"<div class='grid'><table id='dropped'><tr><th>dropped</th><th>records</th></tr>"
+            f"{source['dataset_format']}); kept {splits}.</p>"
+            f"<div class='grid'>" + pairs_table(report["leakage"]["overlapping_prompts"], "prompts in two splits",
+                                                "count", "leakage") + f"<table id='dropped'><tr><th>dropped</th><th>records</th></tr>"
             f"{dropped or '<tr><td>none</td><td>0</td></tr>'}</table>"
             f"<table id='lint'><tr><th>template lint</th><th></th></tr>{lint_rows}</table>"
             f"<table id='tokens'><tr><th>tokens</th><th></th></tr>{tokens}</table></div>"

@@ -4,11 +4,11 @@ memorization baseline with intervals, per entity type, and entity counts per spl
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
-from tuneforge.evaluation.report import _comparison_table, _difference_table, _training_facts, _training_plots
+from tuneforge.evaluation.report import _comparison_table, _difference_table, _training_facts, _training_plots, \
+    pairs_table
 
 NER_SHOWN = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy")
 
@@ -45,8 +45,9 @@ def _data(report: dict[str, Any]) -> str:
     totals = "<tr><th>sentences</th>" + "".join(f"<th>{splits[s]['rows']}</th>" for s in splits) + "</tr>"
     dropped = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in report["cleaning"]["dropped"].items())
     return (f"<p>{report['source']['rows_read']} sentences read from {html.escape(report['source']['path'])}; "
-            f"{report['rows_kept']} kept; changed: {html.escape(json.dumps(report['cleaning']['modified']))}. "
-            f"Sentences in two splits: {html.escape(json.dumps(report['leakage']['overlapping_texts']))}.</p>"
+            f"{report['rows_kept']} kept.</p>"
+            + pairs_table(report["cleaning"]["modified"], "changed (kept)", "sentences")
+            + pairs_table(report["leakage"]["overlapping_texts"], "sentences in two splits", "count", "leakage") +
             f"<div class='grid'><table id='splits'><tr><th>entities</th>{head}</tr>{rows}{totals}</table>"
             f"<table id='dropped'><tr><th>dropped</th><th>sentences</th></tr>"
             f"{dropped or '<tr><td>none</td><td>0</td></tr>'}</table></div>")

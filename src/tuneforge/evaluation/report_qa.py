@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tuneforge.evaluation.report import _comparison_table, _difference_table, _training_facts, _training_plots
+from tuneforge.evaluation.report import _comparison_table, _difference_table, _training_facts, _training_plots, \
+    pairs_table
 
 QA_SHOWN = ("exact_match", "f1")
 
@@ -58,8 +59,9 @@ def _data(report: dict[str, Any]) -> str:
     dropped = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>"
                       for k, v in report["cleaning"]["dropped"].items())
     return (f"<p>{report['source']['rows_read']} questions read from {html.escape(report['source']['path'])}; "
-            f"{report['rows_kept']} kept; changed: {html.escape(json.dumps(report['cleaning']['modified']))}. "
-            f"Contexts in two splits: {html.escape(json.dumps(report['leakage']['overlapping_contexts']))}.</p>"
+            f"{report['rows_kept']} kept.</p>"
             f"<div class='grid'><table id='splits'><tr><th></th>{head}</tr>{body}</table>"
+            + pairs_table(report["cleaning"]["modified"], "changed (kept)", "questions")
+            + pairs_table(report["leakage"]["overlapping_contexts"], "contexts in two splits", "count", "leakage") +
             f"<table id='dropped'><tr><th>dropped</th><th>questions</th></tr>"
             f"{dropped or '<tr><td>none</td><td>0</td></tr>'}</table></div>")

@@ -32,12 +32,13 @@ def evaluate_saved_run(run_dir: Path, config: RunConfig) -> dict[str, Any]:
     return metrics
 
 
-def best_checkpoint_info(state: Any) -> dict[str, Any]:
-    """The best validation metric, which checkpoint it came from, and every validation metric at that point."""
+def best_checkpoint_info(state: Any, metric: str | None = None) -> dict[str, Any]:
+    """The best validation metric (``metric``: its name), which checkpoint it came from, and every validation
+    metric at that point."""
     evals = [entry for entry in state.log_history if "eval_loss" in entry]
     best_step = int(Path(state.best_model_checkpoint).name.split("-")[-1]) if state.best_model_checkpoint else None
     at_best = next((e for e in evals if e.get("step") == best_step), evals[-1] if evals else {})
-    return {"best_metric": state.best_metric,
+    return {"best_metric": state.best_metric, "metric": (metric or "").removeprefix("eval_") or None,
             "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
             "evaluations": len(evals),
             "metrics": {k[5:]: v for k, v in at_best.items() if k.startswith("eval_") and isinstance(v, float)

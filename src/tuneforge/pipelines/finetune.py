@@ -185,7 +185,8 @@ def run_task(task: Any, config: RunConfig, run_dir: Path, resume: bool, log: Cal
                 "max_epochs": config.train.epochs, "method": config.method.name,
                 "train_seconds": round(train_seconds, 2), "params_trainable": params["trainable"],
                 **data.training, "speed": trainer.speed_summary}
-    result = {"validation": best_checkpoint_info(trainer.state), "training": training}
+    result = {"validation": best_checkpoint_info(trainer.state, trainer.args.metric_for_best_model),
+              "training": training}
     # evaluate: the test split is read here, once
     if evaluate_test:
         result.update(task.call("evaluate", model, tokenizer, data, config, run_dir, resolved))
