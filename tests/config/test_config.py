@@ -118,5 +118,6 @@ def test_cli_config_show_and_override(tmp_path):
 def test_help_lists_config_keys_with_descriptions():
     result = run_cli("train", "--help")
     assert result.returncode == 0
-    assert "train.learning_rate (float, default 0.0002): Peak learning rate." in result.stdout
+    assert "train.learning_rate (float | 'auto', default auto): Peak learning rate. auto: " in result.stdout
+    assert "train.precision ('auto' | 'fp32' | 'bf16' | 'fp16', default auto)" in result.stdout
     assert "method.r (int, default 8): LoRA rank." in result.stdout
