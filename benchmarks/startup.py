@@ -32,6 +32,8 @@ def main() -> None:
         commands = {
             "import transformers (floor)": [sys.executable, "-c", "import transformers"],
             "import torch": [sys.executable, "-c", "import torch"],
+            "import torch, transformers' BERT, peft (floor of a LoRA model)": [
+                sys.executable, "-c", "import torch, peft; from transformers import BertModel"],
             "tuneforge --help": [*tf, "--help"],
             "config validate": [*tf, "config", "validate", str(config)],
             "config show": [*tf, "config", "show", str(config)],
@@ -91,7 +93,7 @@ def make_runs(workdir: Path) -> tuple[Path, Path, Path]:
             for n in range(40)]
     (workdir / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     chat = load_config({"name": "chat", "model": {"name": str(workdir / "tiny-llama"), "task": "causal-lm"},
-                        "data": {"path": str(workdir / "chat.jsonl"), "max_length": 32},
+                        "data": {"path": str(workdir / "chat.jsonl"), "max_length": 128},
                         "method": {"name": "lora", "r": 4, "target_modules": "all-linear"},
                         "train": {"epochs": 1, "batch_size": 8}, "evaluation": {"baselines": []},
                         "tracking": {"enabled": False}})

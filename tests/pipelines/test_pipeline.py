@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -189,13 +190,16 @@ def test_killed_run_resumes_to_the_same_metrics(tiny_bert, tiny_csv, tmp_path):
     while not list(checkpoints.glob("checkpoint-*/trainer_state.json")):  # the end of epoch 1 is saved
         assert killed.poll() is None and time.time() < deadline, "run ended before it could be killed"
         time.sleep(0.05)
+    delay = random.Random().uniform(0.0, 1.5)  # then a random moment: mid-step, mid-save or mid-evaluation
+    time.sleep(delay)
+    assert killed.poll() is None, f"the run ended within {delay:.2f} s of its first checkpoint"
     os.kill(killed.pid, signal.SIGKILL)
     assert killed.wait() == -signal.SIGKILL
     assert not (tmp_path / "killed" / "metrics.json").exists()
 
     resumed = cli("train", str(path), "--output", str(tmp_path / "killed"), "--resume")
     output = resumed.communicate(timeout=600)[0]
-    assert resumed.returncode == 0, output
+    assert resumed.returncode == 0, f"killed {delay:.2f} s after the first checkpoint: {output}"
     assert "resuming from" in output
 
     a = json.loads((tmp_path / "straight" / "metrics.json").read_text())

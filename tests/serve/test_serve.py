@@ -233,3 +233,32 @@ def test_entities_with_character_offsets():
                                     {"text": "New York City", "type": "loc", "start": 22, "end": 35}]
     # an I- tag after O (or after another type) starts an entity, as seqeval reads it
     assert [e["text"] for e in entities("a b c", ["I-x", "O", "I-x"])] == ["a", "c"]
+
+
+def test_a_full_queue_answers_429_and_a_client_that_leaves_frees_its_row(chat_runs):
+    import time
+
+    with serve(chat_runs[1:], max_batch=1, limits=Limits(max_queue=1, max_tokens=32)) as running:
+        running.wait_ready()
+        statuses: list[int] = []
+
+        def ask():
+            statuses.append(post(running, "/v1/chat/completions", {
+                "model": "chat-b", "max_tokens": 32, "messages": [{"role": "user", "content": "go on"}]})[0])
+
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert 200 in statuses and 429 in statuses and set(statuses) <= {200, 429}
+
+        engine = running.state.catalog.engines[0]
+        stream = client(running).chat.completions.create(model="chat-b", max_tokens=32, stream=True,
+                                                         messages=[{"role": "user", "content": "go on"}])
+        next(iter(stream))  # the first chunk arrives, then the client goes away
+        stream.close()
+        deadline = time.time() + 30
+        while engine.cancelled_rows == 0 and time.time() < deadline:
+            time.sleep(0.05)
+        assert engine.cancelled_rows == 1 and engine.depth() == 0

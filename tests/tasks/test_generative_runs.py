@@ -189,3 +189,14 @@ def test_qlora_trains_adapters_on_a_4bit_base(smollm_path, chat_jsonl, tmp_path)
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     assert not any(isinstance(m, bnb.nn.Linear4bit) for m in merged.modules())
     assert merged.model.layers[0].mlp.up_proj.weight.dtype == torch.float32
+
+
+def test_generation_uses_the_system_prompt_the_run_trained_with():
+    from tuneforge.tasks.generator import Generator
+
+    generator = Generator(model=None, tokenizer=None, formatter=object(), stop_ids=[2], system_prompt="Be brief.")
+    asked = [{"role": "user", "content": "hi"}]
+    assert generator.with_system(asked) == [{"role": "system", "content": "Be brief."}, *asked]
+    own = [{"role": "system", "content": "Be verbose."}, *asked]
+    assert generator.with_system(own) == own  # a conversation's own system message wins
+    assert Generator(None, None, None, [2], system_prompt="x").with_system(asked) == asked  # seq2seq: no template

@@ -103,7 +103,7 @@ def create_app(state: State) -> FastAPI:
     async def metrics() -> PlainTextResponse:
         if state.catalog is not None:
             for engine in state.catalog.engines:
-                state.metrics.queue(engine.name, engine.depth())
+                state.metrics.queue(engine.name, engine.depth(), engine.cancelled_rows)
         body, content_type = state.metrics.render()
         return PlainTextResponse(body, media_type=content_type)
 

@@ -65,6 +65,7 @@ class GenerationEngine:
         self.jobs: queue.Queue[Job | None] = queue.Queue()
         self.waiting: deque[Job] = deque()  # taken from the queue but not fitting the last batch's mode
         self.stopping = False
+        self.cancelled_rows = 0  # rows dropped mid-generation because their client went away
         self.thread = threading.Thread(target=self._work, name=f"generate-{name}", daemon=True)
         self.thread.start()
 
@@ -187,6 +188,7 @@ class GenerationEngine:
         job = row.job
         if job.cancelled.is_set():
             row.done, row.reason = True, "cancelled"
+            self.cancelled_rows += 1
             return
         stop_at = next((i for i, t in enumerate(tokens) if t in job.stop_ids), None)
         if stop_at is not None:

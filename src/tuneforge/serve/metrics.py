@@ -20,6 +20,8 @@ class ServerMetrics:
                                registry=self.registry)
         self._queue = Gauge("tuneforge_queue_depth", "Generation requests waiting, per model copy", ["engine"],
                             registry=self.registry)
+        self._cancelled = Gauge("tuneforge_cancelled_rows", "Rows dropped mid-generation because the client left",
+                                ["engine"], registry=self.registry)
         self._batch = Histogram("tuneforge_batch_size", "Requests generated together, per model copy", ["engine"],
                                 registry=self.registry, buckets=(1, 2, 4, 8, 16, 32))
 
@@ -31,8 +33,9 @@ class ServerMetrics:
         self._tokens.labels(model, "prompt").inc(prompt)
         self._tokens.labels(model, "completion").inc(completion)
 
-    def queue(self, engine: str, depth: int) -> None:
+    def queue(self, engine: str, depth: int, cancelled: int = 0) -> None:
         self._queue.labels(engine).set(depth)
+        self._cancelled.labels(engine).set(cancelled)
 
     def batch(self, engine: str, size: int) -> None:
         self._batch.labels(engine).observe(size)
