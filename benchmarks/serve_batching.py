@@ -53,10 +53,11 @@ def main() -> None:
             command, model = server_command(name, run, merged, args)
             results[name] = measure(command, model, prompts, args, workdir)
         batched = results.get("tuneforge_batched", {})
-        results["ratios"] = {f"requests_per_s_vs_{name}": round(batched["requests_per_s"] / figures["requests_per_s"], 3)
+        results["ratios"] = {f"{rate}_vs_{name}": round(batched[rate] / figures[rate], 3)
                              for name, figures in results.items()
-                             if name in SERVERS and name != "tuneforge_batched" and "requests_per_s" in figures
-                             and "requests_per_s" in batched}
+                             if name in SERVERS and name != "tuneforge_batched"
+                             for rate in ("requests_per_s", "completion_tokens_per_s")
+                             if figures.get(rate) and rate in batched}
         print(json.dumps(results))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -20,7 +20,9 @@ from tuneforge.errors import UserError
 from tuneforge.io import atomic_write_json
 
 MERGEABLE = ("lora", "qlora", "ia3")
-TOLERANCE = 1e-4  # max |merged - unmerged| logit difference accepted (float32 rounding of W + BA)
+TOLERANCE = 1e-4  # max |merged - unmerged| logit difference accepted (float32 rounding of W + BA) ...
+RELATIVE_TOLERANCE = 2e-5  # ... or this share of the largest |logit|: a 49k-token LM head's logits reach ~30, and
+# float32 rounding through 30 layers grows with them (SmolLM2-135M, LoRA r16 merged: 1.3e-4 absolute, 5e-6 relative)
 
 
 def export_run(run_dir: str | Path, output: str | Path, merge: bool = True) -> dict[str, Any]:
@@ -56,14 +58,15 @@ def export_run(run_dir: str | Path, output: str | Path, merge: bool = True) -> d
         merged = unmerged.merge_and_unload()
         after = _outputs(merged(**inputs))
     difference = float((before - after).abs().max())
-    if difference > TOLERANCE:
-        raise UserError(f"merged outputs differ from unmerged ones by {difference:.2e} (> {TOLERANCE:g}); "
+    allowed = max(TOLERANCE, RELATIVE_TOLERANCE * float(before.abs().max()))
+    if difference > allowed:
+        raise UserError(f"merged outputs differ from unmerged ones by {difference:.2e} (> {allowed:.2e}); "
                         f"export without --merge")
     merged.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     atomic_write_json(staging / "tuneforge.json", {**meta, "method": "full", "merged_from": meta["method"]})
     return _finish(staging, output, {"merged": True, "method": meta["method"], "max_abs_logit_difference": difference,
-                                     "tolerance": TOLERANCE, "precision": meta["precision"]})
+                                     "tolerance": allowed, "precision": meta["precision"]})
 
 
 def _finish(staging: Path, output: Path, facts: dict[str, Any]) -> dict[str, Any]:
