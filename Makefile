@@ -1,5 +1,7 @@
 # Two commands for a fresh machine: `make demo` and `make test`. Both set everything up first.
 PYTHON ?= python3
+# pytest-xdist processes for make test (each test computes single-threaded: OMP_NUM_THREADS=1)
+TEST_WORKERS ?= 2
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tuneforge-installed
@@ -22,7 +24,7 @@ demo: setup
 
 test: setup
 	scripts/ensure-postgres.sh
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q --durations=15
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15
 
 test-fast: setup
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q -m "not slow"

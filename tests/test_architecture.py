@@ -25,7 +25,8 @@ def test_import_layers_and_no_cycles():
 
 @pytest.mark.parametrize("argv", [["config", "validate", "examples/bbc.yaml"], ["train", "--help"],
                                   ["config", "show", "examples/bbc.yaml"], ["config", "keys"], ["--help"],
-                                  ["runs", "list", "--tracking-dir", "{tmp}/mlflow"]])
+                                  ["runs", "list", "--tracking-dir", "{tmp}/mlflow"], ["config", "show"],
+                                  ["init", "--output", "{tmp}/starter.yaml"], ["--version"]])
 def test_light_commands_never_import_torch(argv, tmp_path):
     argv = [arg.format(tmp=tmp_path) for arg in argv]
     script = ("import sys, runpy; sys.argv = ['tuneforge', *sys.argv[1:]]\n"

@@ -104,8 +104,9 @@ def _add_estimate(sub: Any) -> None:
     est.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     est.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     est.add_argument("--gradient-checkpointing", action="store_true", help="estimate with gradient checkpointing")
-    est.add_argument("--num-labels", type=int, default=2, help="classes/tags of the task head (default 2)")
-    est.add_argument("--tokens", type=int, help="training tokens per epoch, for the time estimate")
+    est.add_argument("--num-labels", type=int, help="classes/tags of the task head (default: from the data)")
+    est.add_argument("--tokens", type=int, help="training tokens per epoch, for the time estimate (default: from "
+                     "the data)")
 
 
 def _add_serve(sub: Any) -> None:
@@ -240,19 +241,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _add_init(sub: Any) -> None:
     init = sub.add_parser("init", help="write a commented starter config for a task")
-    init.add_argument("--task", default="sequence-classification", help="the task (default sequence-classification; "
-                      "also token-classification, question-answering, causal-lm, seq2seq)")
+    init.add_argument("--task", help="the task (default: the first of tuneforge's tasks, sequence "
+                      "classification; see config keys, model.task)")
     init.add_argument("--output", default="tuneforge.yaml", help="file to write (default tuneforge.yaml)")
 
 
 def _init(args: Any) -> int:
-    from tuneforge.config.starter import starter_config
     from tuneforge.errors import UserError
+    from tuneforge.tasks.registry import available_tasks
+    from tuneforge.tasks.starter import starter_config
 
     target = Path(args.output)
     if target.exists():
         raise UserError(f"{target}: already exists; choose another --output")
-    target.write_text(starter_config(args.task), encoding="utf-8")
+    target.write_text(starter_config(args.task or available_tasks()[0]), encoding="utf-8")
     print(f"wrote {target}: edit model.name and data.path, then: tuneforge config validate {target}")
     return 0
 
@@ -316,8 +318,8 @@ def _predict(args: Any) -> int:
         count = predict_file(predictor, args.file, output, args.text_column, overwrite=args.overwrite)
         print(f"labelled {count} rows -> {output}")
         return 0
-    for text, result in zip(args.text, predictor.predict(args.text)):
-        print(strict_json({"text": text, **result}))
+    for text, result in zip(args.text, predictor.predict(args.text)):  # the field names of --file's columns
+        print(strict_json({"text": text, "predicted": result["label"], "probabilities": result["probabilities"]}))
     return 0
 
 
@@ -363,20 +365,40 @@ def _estimate(args: Any) -> int:
         seconds_per_epoch
 
     config = load_config(args.config, args.overrides)
-    result = estimate(config, args.gradient_checkpointing, args.device, num_labels=args.num_labels)
+    num_labels, tokens = _data_facts(config, args.num_labels, args.tokens)
+    result = estimate(config, args.gradient_checkpointing, args.device, num_labels=num_labels)
     print(result.table())
     flops = measure_flops_per_second()
     print(f"training FLOPs per token: {result.flops_per_token:.3g}; this device's matmul throughput: "
           f"{flops / 1e9:.0f} GFLOP/s")
-    if args.tokens:
-        print(f"time per epoch ({args.tokens:,} tokens) at that throughput: "
-              f"{seconds_per_epoch(result, args.tokens, flops):.0f} s (a lower bound: training rarely reaches it)")
+    if tokens:
+        print(f"time per epoch ({tokens:,} tokens) at that throughput: "
+              f"{seconds_per_epoch(result, tokens, flops):.0f} s (a lower bound: training rarely reaches it)")
     available = available_memory(args.device)
     advice = advise(result, available)
     print(f"available memory: {available / 2**20:,.0f} MiB: " + ("fits" if not advice else "will not fit"))
     for line in advice:
         print(f"- {line}")
     return 0
+
+
+def _data_facts(config: Any, num_labels: int | None, tokens: int | None) -> tuple[int, int | None]:
+    """The head's size and the training tokens per epoch: as given, else read from the config's data (as train
+    reads it); when the data cannot be read, 2 labels and no time estimate, said in one line."""
+    if num_labels is not None and tokens is not None:
+        return num_labels, tokens
+    from tuneforge.errors import UserError
+    from tuneforge.pipelines.finetune import read_inputs
+    from tuneforge.tasks.registry import task_spec
+
+    try:
+        data = read_inputs(task_spec(config.model.task), config).data
+    except UserError as exc:
+        print(f"data not read ({exc}); assuming {num_labels or 2} labels (--num-labels, --tokens)")
+        return num_labels or 2, tokens
+    counted = sum(len(item["input_ids"]) for item in data.train)
+    print(f"from the data: {len(data.labels)} labels, {counted:,} training tokens per epoch")
+    return num_labels or max(2, len(data.labels)), tokens or counted
 
 
 def _serve(args: Any) -> int:

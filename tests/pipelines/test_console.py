@@ -91,11 +91,9 @@ def run_cli(*args, cwd=None):
 def test_init_writes_a_valid_commented_starter_for_every_task(tmp_path):
     import yaml
 
-    from tuneforge.config.starter import STARTS
     from tuneforge.tasks.registry import available_tasks
 
-    assert set(STARTS) == set(available_tasks())
-    for task in STARTS:
+    for task in available_tasks():
         done = run_cli("init", "--task", task, "--output", str(tmp_path / f"{task}.yaml"))
         assert done.returncode == 0, done.stderr
         text = (tmp_path / f"{task}.yaml").read_text()
@@ -126,7 +124,9 @@ def test_ctrl_c_prints_the_command_that_resumes(tiny_bert, tiny_csv, tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(tiny_config(tiny_bert, tiny_csv, train={"epochs": 200, "early_stopping": None})))
     run = subprocess.Popen([sys.executable, "-m", "tuneforge.cli", "train", str(path), "train.seed=3", "--output",
-                            str(tmp_path / "run")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            str(tmp_path / "run")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a parallel test
+    # worker may ignore SIGINT, and an ignored signal stays ignored in its children
     deadline = time.time() + 120
     while not list((tmp_path / "run").glob("checkpoints/checkpoint-*/trainer_state.json")):
         assert run.poll() is None and time.time() < deadline

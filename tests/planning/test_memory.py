@@ -391,6 +391,9 @@ def test_estimate_command_and_the_warning_before_a_run(tiny_bert, tiny_csv, tmp_
     assert main(["estimate", str(path), "--tokens", "10000"]) == 0
     out = capsys.readouterr().out
     assert "total" in out and "time per epoch" in out and "fits" in out
+    assert main(["estimate", str(path)]) == 0  # labels and tokens read from the config's data
+    out = capsys.readouterr().out
+    assert "from the data: 3 labels, " in out and "training tokens per epoch" in out and "time per epoch (" in out
     monkeypatch.setattr(memory, "available_memory", lambda device="cpu": 2**20)  # 1 MiB: nothing fits
     lines: list[str] = []
     result = finetune(load_config(config), output=tmp_path / "run", log=lines.append)

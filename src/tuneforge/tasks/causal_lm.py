@@ -29,4 +29,6 @@ register(TaskSpec(
     architectures=("ForCausalLM", "LMHeadModel", "ForConditionalGeneration"),
     needs="a decoder with a language-model head (e.g. ...ForCausalLM)",
     **GENERATIVE_STEPS,
+    starter=("smollm2-135m", "offline:chatterbot", "chat data (messages, sharegpt, alpaca, prompt/completion) or "
+                                                   "raw text"),
 ))

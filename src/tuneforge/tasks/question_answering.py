@@ -42,6 +42,7 @@ register(TaskSpec(
     labelled_head=False,
     report="tuneforge.evaluation.report_qa:qa_parts",
     **steps(HERE, predictor="load_qa_predictor"),
+    starter=("minilm", "data/squad.jsonl", "SQuAD-style jsonl: question, context, answers {text, answer_start}"),
 ))
 
 

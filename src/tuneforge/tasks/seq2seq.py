@@ -24,4 +24,5 @@ register(TaskSpec(
     labelled_head=False,
     report="tuneforge.evaluation.report_generative:generative_parts",
     **GENERATIVE_STEPS,
+    starter=("minilm+minilm", "data/pairs.jsonl", "prompt/completion pairs (or alpaca) in jsonl"),
 ))

@@ -40,6 +40,8 @@ register(TaskSpec(
     labelled_head=True,
     report="tuneforge.evaluation.report_ner:ner_parts",
     **steps(HERE, predictor="load_tag_predictor"),
+    starter=("minilm", "offline:wnut16", "CoNLL (word TAB tag per line, blank line between sentences) or jsonl with "
+                                       "tokens and tags lists"),
 ))
 
 

@@ -7,18 +7,6 @@ from typing import Any
 
 import yaml
 
-# what a starter points at: a model and data that work offline here, per task
-STARTS = {
-    "sequence-classification": ("minilm", "offline:bbc-news", "labelled text: csv/json/jsonl/parquet with text and "
-                                "label columns, or a folder of <label>/*.txt"),
-    "token-classification": ("minilm", "offline:wnut16", "CoNLL (word TAB tag per line, blank line between "
-                             "sentences) or jsonl with tokens and tags lists"),
-    "question-answering": ("minilm", "data/squad.jsonl", "SQuAD-style jsonl: question, context, answers {text, "
-                           "answer_start}"),
-    "causal-lm": ("smollm2-135m", "offline:chatterbot", "chat data (messages, sharegpt, alpaca, prompt/completion) "
-                  "or raw text"),
-    "seq2seq": ("minilm+minilm", "data/pairs.jsonl", "prompt/completion pairs (or alpaca) in jsonl"),
-}
 SHOWN = {  # the keys a starter writes, per section (config show prints every one)
     "model": ("name", "task"),
     "data": ("path", "max_length", "split", "on_bad_rows"),
@@ -29,14 +17,16 @@ SHOWN = {  # the keys a starter writes, per section (config show prints every on
 
 
 def starter_config(task: str) -> str:
+    """The starter of ``task``: the model and data its spec names (``starter``: ones that work offline here)."""
     from tuneforge.config.loader import load_config
     from tuneforge.errors import ConfigError
+    from tuneforge.tasks.registry import available_tasks, task_spec
 
-    if task not in STARTS:
-        raise ConfigError(f"--task {task!r}: one of {', '.join(STARTS)}")
-    model, path, data_help = STARTS[task]
-    config = load_config({"name": f"my-{task}", "model": {"name": model, "task": task}, "data": {"path": path},
-                          **({"train": {"class_weights": "auto"}} if task == "sequence-classification" else {})})
+    if task not in available_tasks():
+        raise ConfigError(f"--task {task!r}: one of {', '.join(available_tasks())}")
+    spec = task_spec(task)
+    model, path, data_help = spec.starter
+    config = load_config({"name": f"my-{task}", "model": {"name": model, "task": task}, "data": {"path": path}})
     values = config.model_dump(mode="json")
     lines = [f"# A tuneforge run config for {task} (written by tuneforge init). Every key with its description:",
              "# tuneforge train --help; every default: tuneforge config show THIS_FILE. Validate before training:",
@@ -52,7 +42,7 @@ def starter_config(task: str) -> str:
                 value = "auto"  # decided from the method and the task's head when the config is read
             note = data_help if (section, key) == ("data", "path") else fields[key].description or ""
             lines.append(f"  {key}: {_inline(value)}" + (f"  # {_one_line(note)}" if note else ""))
-        if section == "train" and task == "sequence-classification":
+        if section == "train" and spec.class_weighted:
             lines.append(f"  class_weights: auto  # {_one_line(fields['class_weights'].description)}")
     return "\n".join(lines) + "\n"
 
