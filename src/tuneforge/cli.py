@@ -491,7 +491,7 @@ def _config(args: Any) -> int:
         from tuneforge.tasks.registry import task_spec
 
         resolved = resolve_model(config.model.name, config.model.revision)  # the model exists and can do the task
-        task_spec(config.model.task).check_model(config.model.name, resolved.path)
+        task_spec(config.model.task).check_model(config.model.name, resolved.path, config.model.revision)
         print(f"{args.config}: valid ({config.model.task}, method {config.method.name}, model {resolved.path})")
     return 0
 

@@ -353,3 +353,15 @@ def test_a_step_budget_stops_the_study_and_cuts_the_last_trial(tiny_bert, tiny_c
     assert "pruned (step budget)" in (result.study_dir / "hpo_report.html").read_text()
     again = tune(load_config(config), output=tmp_path / "s", log=lambda _: None)  # spent: resuming adds nothing
     assert len(again.trials) == 3
+
+
+def test_a_trial_that_changes_the_method_gets_that_methods_learning_rate(tiny_bert, tiny_csv, tmp_path):
+    from tuneforge.hpo.study import trial_config_for
+
+    config = load_config({k: v for k, v in study_config(tiny_bert, tiny_csv, {"space": {"method.name": {
+        "type": "categorical", "choices": ["lora", "full"]}}}).items()} | {"train": {"epochs": 1}})
+    assert config.train.learning_rate == 2e-3 and config.train._auto_learning_rate
+    base = config.model_dump(mode="json")
+    base["train"]["learning_rate"] = "auto"  # as tune hands it to the trials
+    assert trial_config_for(base, {"method.name": "full"}, "macro_f1").train.learning_rate == 3e-5
+    assert trial_config_for(base, {"method.name": "lora"}, "macro_f1").train.learning_rate == 2e-3

@@ -150,6 +150,9 @@ def test_resume_refuses_a_changed_config_and_keeps_what_was_decided(tiny_bert, t
     merged = resumed_config(saved, given, Path("config.yaml"))
     assert merged.train.num_threads == 1 and merged.evaluation.bootstrap_samples == 100
     assert merged.train.precision == saved.train.precision != other
+    with pytest.raises(UserError, match=r"data.format: 'csv' -> 'auto'"):  # only what a run settles may say auto
+        resumed_config(load_config({**saved.model_dump(mode="json"), "data": {**saved.data.model_dump(mode="json"),
+                                                                             "format": "csv"}}), given, Path("c.yaml"))
     with pytest.raises(UserError, match=f"train.precision: '{saved.train.precision}' -> '{other}'"):
         resumed_config(saved, load_config({**tiny_config(tiny_bert, tiny_csv, train={"epochs": 1, "precision": other},
                                                          evaluation={"baselines": ["majority"]})}), Path("c.yaml"))

@@ -262,3 +262,32 @@ def test_a_full_queue_answers_429_and_a_client_that_leaves_frees_its_row(chat_ru
         while engine.cancelled_rows == 0 and time.time() < deadline:
             time.sleep(0.05)
         assert engine.cancelled_rows == 1 and engine.depth() == 0
+
+
+def test_limits_that_a_client_cannot_get_around(server):
+    import http.client
+
+    from tuneforge.serve.engine import _safe_prefix
+    from tuneforge.serve.limits import RateLimiter
+
+    status, body = post(server, "/v1/chat/completions", {"model": "chat-a", "stop": [""],
+                                                         "messages": [{"role": "user", "content": "hi"}]})
+    assert status == 422 and "stop: at most 4 strings" in body["error"]["message"]
+    host, port = server.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)  # a chunked body has no Content-Length
+    connection.putrequest("POST", "/v1/chat/completions")
+    for name, value in (("Transfer-Encoding", "chunked"), ("Content-Type", "application/json"),
+                        ("Authorization", "Bearer key-one")):
+        connection.putheader(name, value)
+    connection.endheaders()
+    connection.send(b"2\r\n{}\r\n0\r\n\r\n")
+    response = connection.getresponse()
+    assert response.status == 411 and json.loads(response.read())["error"]["code"] == "length_required"
+    for n in range(3):  # unknown paths share one metrics series, whatever they are
+        post(server, f"/v1/nothing-{n}", {})
+    with urllib.request.urlopen(f"{server.url}/metrics") as metrics:
+        text = metrics.read().decode()
+    assert "nothing-1" not in text and 'endpoint="other"' in text
+    # what was streamed is a prefix of the final text, whichever stop string completes
+    assert _safe_prefix("ab\n#", ["###", "\n###"]) == "ab" and _safe_prefix("ab", ["###"]) == "ab"
+    assert RateLimiter(0).take("k") == 0.0  # 0 requests per minute means no limit, not a division by zero

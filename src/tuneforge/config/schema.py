@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -157,6 +157,8 @@ class TrainConfig(Section):
         "auto", description="Weighted loss for imbalanced labels (sequence classification). balanced: each class "
         "weighs n / (classes x its count) in the training split; a mapping gives weights by label (others 1); "
         "auto: balanced when the largest class has at least 3 times the examples of the smallest, else none.")
+
+    _auto_learning_rate: bool = PrivateAttr(False)
 
     @model_validator(mode="after")
     def _steps_need_eval_steps(self) -> TrainConfig:
@@ -316,6 +318,7 @@ class RunConfig(Section):
 
             head, generative = spec_for(self.method.name).learning_rates
             self.train.learning_rate = generative if spec.vocabulary_head else head
+            self.train._auto_learning_rate = True  # a search that changes the method decides it again
         if self.train.class_weights not in ("auto", "none") and not spec.class_weighted:
             raise ValueError(f"train.class_weights: task {task} has no class-weighted loss (sequence classification "
                              f"has); remove it or set it to none")

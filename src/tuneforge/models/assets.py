@@ -118,7 +118,7 @@ def base_path(meta: dict[str, Any]) -> str:
     """The base model of a saved run on this machine: the path it recorded when that still exists, else the base
     found again by the name the run was given (a hub id, an offline short name, a GGUF file converted anew)."""
     recorded = str(meta["base_model"])
-    portable = (meta.get("base") or {}).get("name")
-    if Path(recorded).exists() or not portable:
+    base = meta.get("base") or {}
+    if Path(recorded).exists() or not base.get("name"):
         return recorded
-    return resolve_model(portable).path
+    return resolve_model(base["name"], base.get("revision")).path

@@ -49,16 +49,25 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
     _quiet_libraries()
     started = time.time()
     run_dir = choose_run_dir(config.name, output or config.output_dir, resume)
+    saved = run_dir / "config.yaml"
+    resumed = resume and saved.exists()
+    if resumed:  # the saved settings (what may change is checked), so the data is read as the run read it
+        from tuneforge.config.loader import load_config
+        from tuneforge.pipelines.run_dir import resumed_config
+
+        config = resumed_config(load_config(saved), config, saved)
     inputs = read_inputs(task_spec(config.model.task), config)  # bad data or model: stop before any folder exists
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(run_dir)  # a second run into this folder stops here, before writing anything
     try:
+        if output or config.output_dir:  # a run that took the folder while this one read its data: refused now
+            choose_run_dir(config.name, run_dir, resume)
         if lock.took_over:
             log(f"run folder: {run_dir} (its previous run, PID {lock.took_over}, was killed)")
         else:
             log(f"run folder: {run_dir}")
-        result = _locked_run(config, run_dir, resume, keep_checkpoints, log, evaluate_test, callbacks, tags, quiet,
-                             inputs)
+        result = _locked_run(config, run_dir, resume, resumed, keep_checkpoints, log, evaluate_test, callbacks,
+                             tags, quiet, inputs)
     except KeyboardInterrupt as interrupt:
         interrupt.run_dir = run_dir  # type: ignore[attr-defined]  # the CLI prints the command that resumes it
         raise
@@ -82,12 +91,13 @@ def read_inputs(task: Any, config: RunConfig) -> Inputs:
     from tuneforge.models.loading import load_tokenizer
 
     resolved = resolve_model(config.model.name, config.model.revision)
-    task.check_model(config.model.name, resolved.path)
+    task.check_model(config.model.name, resolved.path, config.model.revision)
     tokenizer = load_tokenizer(resolved, config.model.revision, config.model.trust_remote_code)
     return Inputs(resolved, tokenizer, task.call("prepare", config, tokenizer, resolved))
 
 
-def _locked_run(config: RunConfig, run_dir: Path, resume: bool, keep_checkpoints: bool, log: Callable[[str], None],
+def _locked_run(config: RunConfig, run_dir: Path, resume: bool, resumed: bool, keep_checkpoints: bool,
+                log: Callable[[str], None],
                 evaluate_test: bool, callbacks: list[Any], tags: dict[str, str] | None,
                 quiet: bool, inputs: Inputs) -> tuple[dict[str, Any], str | None]:
     """The run, holding the folder's lock: settle the config (every ``auto`` decided once and recorded), train and
@@ -98,7 +108,7 @@ def _locked_run(config: RunConfig, run_dir: Path, resume: bool, keep_checkpoints
     from tuneforge.tracking import open_tracker
 
     started = time.time()
-    config = _settled(config, run_dir, resume, log if not quiet else (lambda _line: None))
+    config = _settled(config, run_dir, resumed, log if not quiet else (lambda _line: None))
     task = task_spec(config.model.task)
     atomic_write_text(run_dir / "config.yaml", dump_config(config))  # the full record of the run
     tracker = open_tracker(config.tracking, config.name, run_dir.name, {"tuneforge.run_dir": str(run_dir.resolve()),
@@ -131,20 +141,14 @@ def _locked_run(config: RunConfig, run_dir: Path, resume: bool, keep_checkpoints
     return metrics, tracker.run_id
 
 
-def _settled(config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None]) -> RunConfig:
-    """The config with every ``auto`` decided: on resume, the saved config (what may change is checked), else the
-    precision from this machine's probe and gradient checkpointing from the memory estimate."""
+def _settled(config: RunConfig, run_dir: Path, resumed: bool, log: Callable[[str], None]) -> RunConfig:
+    """The config with every ``auto`` decided: a resumed run's saved config already holds them; else the precision
+    from this machine's probe and gradient checkpointing from the memory estimate."""
     import torch
 
     from tuneforge.training.engine import resolve_precision
 
-    saved = run_dir / "config.yaml"
-    if resume and saved.exists():
-        from tuneforge.config.loader import load_config
-        from tuneforge.pipelines.run_dir import resumed_config
-
-        config = resumed_config(load_config(saved), config, saved)
-    else:
+    if not resumed:
         config = config.model_copy(deep=True)
         config.train.precision = resolve_precision(config.train.precision, torch.cuda.is_available())
     return _check_memory(config, run_dir, log)
@@ -180,7 +184,7 @@ def run_task(task: Any, config: RunConfig, run_dir: Path, resume: bool, log: Cal
                                                log, callbacks, tracker, quiet, parts, task)
     model = trainer.model
     save_model(model, tokenizer, run_dir / "model", resolved.path, config, data.labels,
-               {**data.meta, "base": portable_base(resolved)})
+               {**data.meta, "base": portable_base(resolved, config.model.revision)})
     training = {"global_steps": trainer.state.global_step, "epochs_run": round(trainer.state.epoch or 0.0, 3),
                 "max_epochs": config.train.epochs, "method": config.method.name,
                 "train_seconds": round(train_seconds, 2), "params_trainable": params["trainable"],
@@ -288,7 +292,14 @@ def train_with_resume(model: Any, tokenizer: Any, train_set: list[Any], eval_set
     if checkpoint:
         log(f"resuming from {checkpoint}")
     started = time.time()
-    trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    finally:  # a live display gives the terminal back even when training raised
+        from tuneforge.training.progress import ProgressDisplay
+
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, ProgressDisplay):
+                callback.close()
     seconds = time.time() - started
     from tuneforge.models.precision import compute_in, without_trainer_autocast
 
@@ -342,12 +353,13 @@ def _trim_log(path: Path, checkpoint: str | None) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
-def portable_base(resolved: Any) -> dict[str, Any]:
+def portable_base(resolved: Any, revision: str | None = None) -> dict[str, Any]:
     """How another machine finds the base: the name the run was given (a hub id or an offline short name, not this
     machine's cache path) and, for a GGUF file, its sha256 (the cached conversion is rebuilt from it)."""
     import hashlib
 
-    base: dict[str, Any] = {"name": resolved.name, "source": resolved.source}
+    base: dict[str, Any] = {"name": resolved.name, "source": resolved.source,
+                            **({"revision": revision} if revision else {})}
     if resolved.gguf_file:
         digest = hashlib.sha256()
         with open(resolved.gguf_source, "rb") as handle:

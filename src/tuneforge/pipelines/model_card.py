@@ -67,7 +67,9 @@ def _figure(figures: dict[str, Any], metric: str) -> str:
     if not isinstance(value, (int, float)):
         return "n/a"
     interval = figures.get(f"{metric}_ci")
-    return f"{value:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else f"{value:.4f}"
+    if not interval or not all(isinstance(bound, (int, float)) for bound in interval):  # null: not finite
+        return f"{value:.4f}"
+    return f"{value:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]"
 
 
 def _usage(run_dir: Path, task: Any, adapter: bool, base: str) -> list[str]:

@@ -79,6 +79,8 @@ def _read_pid(handle: Any) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+SETTLED = ("train.precision", "train.gradient_checkpointing")  # auto in a config, decided when the run started
+
 SAFE_ON_RESUME = ("name", "output_dir", "tracking", "evaluation", "hpo", "train.num_threads",
                   "train.save_total_limit")
 
@@ -93,7 +95,7 @@ def resumed_config(saved: RunConfig, given: RunConfig, source: Path) -> RunConfi
     old_tree, new_tree = saved.model_dump(mode="json"), given.model_dump(mode="json")
     old, new = _flat(old_tree), _flat(new_tree)
     changed = [key for key in sorted(old.keys() | new.keys())
-               if old.get(key) != new.get(key) and not _safe(key) and not (new.get(key) == "auto" and key in old)]
+               if old.get(key) != new.get(key) and not _safe(key) and not (new.get(key) == "auto" and key in SETTLED)]
     if changed:
         diff = ", ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in changed[:4])
         more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from tuneforge.config.loader import dump_config, load_config
+import yaml
+
+from tuneforge.config.loader import load_config
 from tuneforge.config.schema import RunConfig
 from tuneforge.io import atomic_write_json, atomic_write_text
 
@@ -38,12 +40,14 @@ def tune(config: RunConfig, output: str | Path | None = None, storage: str | Non
     study_dir = Path(output or f"runs/hpo/{config.hpo.study_name or config.name}")
     handle = open_study(config, study_dir, storage)
     config_path = study_dir / "study_config.yaml"
+    base = config.model_dump(mode="json")
+    if config.train._auto_learning_rate:  # each trial's method decides its own rate (lora's would wreck full)
+        base["train"]["learning_rate"] = "auto"
     if not worker_only:
-        atomic_write_text(config_path, dump_config(config))
+        atomic_write_text(config_path, yaml.safe_dump(base, sort_keys=False, allow_unicode=True))
     helpers = [subprocess.Popen([sys.executable, "-m", "tuneforge.cli", "tune", str(config_path), "--storage",
                                  handle.storage_url, "--output", str(study_dir), "--worker-only"])
                for _ in range(max(0, workers - 1))]
-    base = config.model_dump(mode="json")
     from tuneforge.pipelines.finetune import finetune
 
     run_trials(config, base, handle, finetune, log)

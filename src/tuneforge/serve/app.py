@@ -140,7 +140,14 @@ def create_app(state: State) -> FastAPI:
     @app.post("/v1/classify")
     async def classify(body: ClassifyRequest, request: Request) -> dict[str, Any]:
         served = _model(state, body.model, request, generative=False)
-        result = await asyncio.get_running_loop().run_in_executor(None, _label, served, body, state.limits)
+        if served.waiting >= state.limits.max_queue:
+            raise ApiError(429, f"{served.waiting} requests for {served.name!r} are waiting; retry shortly",
+                           "rate_limit_error", "queue_full", headers={"Retry-After": "1"})
+        served.waiting += 1
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(None, _label, served, body, state.limits)
+        finally:
+            served.waiting -= 1
         return {"object": "list", "model": served.name, "data": result}
 
     return app
@@ -170,6 +177,9 @@ def _guards(app: FastAPI, state: State) -> None:
             if path.startswith("/v1/"):
                 _check_key(state, request)
                 size = request.headers.get("content-length")
+                if request.method == "POST" and (size is None or not size.isdigit()):
+                    raise ApiError(411, "a Content-Length header is required (bodies are size-limited)",
+                                   "invalid_request_error", "length_required")
                 if size is not None and size.isdigit() and int(size) > state.limits.max_body_bytes:
                     raise ApiError(413, f"request body of {size} bytes is over the limit of "
                                    f"{state.limits.max_body_bytes}", "invalid_request_error", "request_too_large")
@@ -178,7 +188,8 @@ def _guards(app: FastAPI, state: State) -> None:
             response = JSONResponse(error_body(exc.message, exc.kind, exc.code), status_code=exc.status,
                                     headers=exc.headers)
         if path.startswith("/v1/"):
-            state.metrics.request(getattr(request.state, "model", "-"), path, response.status_code,
+            route = getattr(request.scope.get("route"), "path", None) or "other"  # never the raw path: unbounded
+            state.metrics.request(getattr(request.state, "model", "-"), route, response.status_code,
                                   time.perf_counter() - started)
         return response
 
@@ -242,6 +253,9 @@ def _decoding(state: State, served: Any, max_tokens: int | None, temperature: fl
         raise ApiError(422, f"max_tokens: {max_tokens} is over the limit of {limits.max_tokens}",
                        "invalid_request_error", "invalid_value")
     stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(stops) > 4 or any(not 0 < len(item) <= 64 for item in stops):
+        raise ApiError(422, "stop: at most 4 strings, each 1 to 64 characters", "invalid_request_error",
+                       "invalid_value")
     return {"prompt_ids": prompt_ids, "adapter": served.adapter,
             "max_tokens": max_tokens or min(defaults.max_new_tokens, limits.max_tokens),
             "stop_ids": list(served.generator.stop_ids),

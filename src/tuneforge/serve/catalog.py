@@ -27,6 +27,7 @@ class Served:
     adapter: str | None = None
     predictor: Any = None
     lock: threading.Lock = field(default_factory=threading.Lock)  # one predictor call at a time
+    waiting: int = 0  # labelling requests queued for this model (the event loop's count)
 
     @property
     def kind(self) -> str:
@@ -99,7 +100,9 @@ def _shared_bases(runs: dict[str, tuple[Path, dict[str, Any], Any]]) -> dict[tup
     """Generative LoRA runs grouped by (base model, precision): each group is served from one copy of its base."""
     groups: dict[tuple[str, str], list[str]] = {}
     for name, (model_dir, meta, task) in runs.items():
-        if task.generates and meta.get("method") == "lora" and (model_dir / "adapter_config.json").exists():
+        dora = bool((meta.get("method_config") or {}).get("use_dora"))  # peft mixes no DoRA adapters in a batch
+        adapter = (model_dir / "adapter_config.json").exists()
+        if task.generates and meta.get("method") == "lora" and not dora and adapter:
             from tuneforge.models.assets import base_path
 
             groups.setdefault((base_path(meta), meta.get("precision") or "fp32"), []).append(name)

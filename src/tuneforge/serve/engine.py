@@ -66,6 +66,7 @@ class GenerationEngine:
         self.waiting: deque[Job] = deque()  # taken from the queue but not fitting the last batch's mode
         self.stopping = False
         self.cancelled_rows = 0  # rows dropped mid-generation because their client went away
+        self.batch_stops: set[int] = set()
         self.thread = threading.Thread(target=self._work, name=f"generate-{name}", daemon=True)
         self.thread.start()
 
@@ -74,7 +75,7 @@ class GenerationEngine:
 
     def submit(self, job: Job) -> bool:
         """Queue a job; False when the queue is full (the caller answers 429)."""
-        if self.stopping or self.depth() >= self.max_queue:
+        if self.stopping or not self.thread.is_alive() or self.depth() >= self.max_queue:
             return False
         self.jobs.put(job)
         return True
@@ -99,7 +100,7 @@ class GenerationEngine:
                 self._generate(batch)
             except Exception as exc:  # noqa: BLE001 - a failed batch fails its requests, not the server
                 for job in batch:
-                    job.emit("error", f"{type(exc).__name__}: {exc}")
+                    _emit(job, "error", f"{type(exc).__name__}: {exc}")
 
     def _next_batch(self) -> list[Job] | None:
         first = self.waiting.popleft() if self.waiting else self.jobs.get()
@@ -140,6 +141,7 @@ class GenerationEngine:
             offset = width
         rows = [_Row(job) for job in batch]
         engine = self
+        self.batch_stops = set(stop_ids)  # generate ends a row at any of them: so does the row's own account
 
         class PerRow(StoppingCriteria):
             """Called after every new token: stream each row's new text, and end a row at a stop token, a stop
@@ -190,7 +192,7 @@ class GenerationEngine:
             row.done, row.reason = True, "cancelled"
             self.cancelled_rows += 1
             return
-        stop_at = next((i for i, t in enumerate(tokens) if t in job.stop_ids), None)
+        stop_at = next((i for i, t in enumerate(tokens) if t in job.stop_ids or t in self.batch_stops), None)
         if stop_at is not None:
             row.tokens, row.done, row.reason = tokens[:stop_at], True, "stop"
         else:
@@ -203,7 +205,7 @@ class GenerationEngine:
         if not row.done:  # hold back what may be the start of a stop string or half a character
             text = _safe_prefix(text, job.stop_strings)
         if len(text) > len(row.sent) and text.startswith(row.sent):
-            job.emit("delta", text[len(row.sent):])
+            _emit(job, "delta", text[len(row.sent):])
             row.sent = text
 
     def _finish(self, row: _Row) -> None:
@@ -214,17 +216,24 @@ class GenerationEngine:
             if stop in text:
                 text, row.reason = text.split(stop, 1)[0], "stop"
         if len(text) > len(row.sent) and text.startswith(row.sent):
-            row.job.emit("delta", text[len(row.sent):])
-        row.job.emit("done", {"text": text, "finish_reason": row.reason, "prompt_tokens": len(row.job.prompt_ids),
+            _emit(row.job, "delta", text[len(row.sent):])
+        _emit(row.job, "done", {"text": text, "finish_reason": row.reason, "prompt_tokens": len(row.job.prompt_ids),
                               "completion_tokens": len(row.tokens)})
 
 
 def _safe_prefix(text: str, stops: list[str]) -> str:
-    """``text`` without a trailing partial character (U+FFFD from half a UTF-8 sequence) or a trailing piece that
-    could be the start of a stop string."""
+    """``text`` without a trailing partial character (U+FFFD from half a UTF-8 sequence) and without the longest
+    trailing piece that could be the start of any stop string (so what was streamed is always a prefix of the
+    final text)."""
     text = text.rstrip("\ufffd")
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), 0, -1):
-            if text.endswith(stop[:size]):
-                return text[:-size]
-    return text
+    held = max((size for stop in stops for size in range(1, min(len(stop) - 1, len(text)) + 1)
+                if text.endswith(stop[:size])), default=0)
+    return text[:-held] if held else text
+
+
+def _emit(job: Job, kind: str, value: Any) -> None:
+    """Hand an event to the job's request; a request whose event loop is gone is cancelled, never the worker."""
+    try:
+        job.emit(kind, value)
+    except RuntimeError:  # the server's loop closed (shutdown): nobody is listening
+        job.cancelled.set()

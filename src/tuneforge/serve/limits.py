@@ -14,7 +14,7 @@ class Limits:
     max_tokens: int = 1024  # the most new tokens one request may ask for
     max_queue: int = 64  # requests waiting per model copy before 429
     max_batch_texts: int = 256  # texts per /v1/classify request
-    requests_per_minute: int = 600  # per API key (without keys: not limited)
+    requests_per_minute: int = 600  # per API key (without keys, or 0: not limited)
 
 
 class RateLimiter:
@@ -27,6 +27,8 @@ class RateLimiter:
 
     def take(self, key: str) -> float:
         """Take one request for ``key``: 0 when allowed, else the seconds until one is."""
+        if self.rate <= 0:
+            return 0.0
         now = time.monotonic()
         with self.lock:
             tokens, then = self.buckets.get(key, (self.capacity, now))

@@ -43,13 +43,13 @@ class TaskSpec:
     class_weighted: bool = False  # train.class_weights applies (a loss over classes of whole examples)
     starter: tuple[str, str, str] = ("minilm", "data/train.jsonl", "")  # tuneforge init: model, data, data's shape
 
-    def check_model(self, name: str, path: str) -> None:
+    def check_model(self, name: str, path: str, revision: str | None = None) -> None:
         """Refuse, before anything loads, a model that cannot do this task (an encoder-only model for a decoder's
         task) or cannot be found (not a folder, not an offline short name, not in the Hugging Face cache when
         offline). Reads only the model's config.json (no torch)."""
         from tuneforge.errors import UserError
 
-        config = model_config_json(name, path)
+        config = model_config_json(name, path, revision)
         found = [a for a in (config.get("architectures") or []) if isinstance(a, str)]
         if self.architectures and found and not any(a.endswith(self.architectures) for a in found):
             raise UserError(f"model {name!r} is a {found[0]}, but task {self.name} needs {self.needs}; choose such "
@@ -63,7 +63,7 @@ class TaskSpec:
         return resolve(getattr(self, hook))(*args, **kwargs)
 
 
-def model_config_json(name: str, path: str) -> dict[str, Any]:
+def model_config_json(name: str, path: str, revision: str | None = None) -> dict[str, Any]:
     """A model's config.json: from its folder, else from the Hugging Face hub (or its cache, offline)."""
     import json
     from pathlib import Path
@@ -76,7 +76,7 @@ def model_config_json(name: str, path: str) -> dict[str, Any]:
             return json.loads(local.read_text(encoding="utf-8"))
         from huggingface_hub import hf_hub_download
 
-        return json.loads(Path(hf_hub_download(path, "config.json")).read_text(encoding="utf-8"))
+        return json.loads(Path(hf_hub_download(path, "config.json", revision=revision)).read_text(encoding="utf-8"))
     except Exception as exc:  # noqa: BLE001 - not found, offline and not cached, unreadable: one line each
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise UserError(f"model {name!r}: cannot read its config.json ({detail}); give a model folder, an offline "

@@ -61,7 +61,9 @@ class NanGuardCallback(TrainerCallback):
         if _non_finite(loss):
             raise TrainingDiverged(f"training loss became {loss} at step {state.global_step}; lower "
                                    f"train.learning_rate or the method's scale settings, or check the data")
-        norm = logs.get("grad_norm")
+        if "grad_norm" not in logs:  # validation and summary logs carry none
+            return
+        norm = logs["grad_norm"]
         self.bad_norms = self.bad_norms + 1 if _non_finite(norm) else 0
         if self.bad_norms >= self.patience:
             raise TrainingDiverged(f"gradient norm became {norm} at step {state.global_step}, so no update was "

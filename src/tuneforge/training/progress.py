@@ -64,6 +64,11 @@ class ProgressDisplay(TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.progress is not None:
             self.progress.update(self.task, completed=state.global_step)
+        self.close()
+
+    def close(self) -> None:
+        """Give the terminal back (also when training raised: a diverged loss, Ctrl-C)."""
+        if self.progress is not None:
             self.progress.stop()
             self.progress = None
 
