@@ -90,6 +90,15 @@ def test_continued_pretraining_lowers_held_out_perplexity(tiny_llama, tmp_path):
     assert after < before / 4, (before, after)
     assert test["finetuned_minus_baseline"]["base_model"]["perplexity"] == pytest.approx(after - before, abs=1e-3)
     assert "perplexity" in (result.run_dir / "report.html").read_text()
+    # a raw-text run continues the text it is given (no chat template), through generate as through serve
+    from tuneforge.pipelines.generate import load_generator
+
+    generator = load_generator(result.run_dir, max_new_tokens=8)
+    assert generator.formatter is None and not generator.encoder_decoder
+    asked = [{"role": "user", "content": "the turbine 3 reads"}]
+    assert generator.prompt_ids(asked) == generator.tokenizer("the turbine 3 reads")["input_ids"]  # no template
+    continued = generator.generate(["the turbine 3 reads"])[0]
+    assert continued["new_tokens"] >= 1 and isinstance(continued["output"], str)
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,11 @@ class Generator:
     stop_ids: list[int]
     config: GenerationConfig = field(default_factory=GenerationConfig)
     system_prompt: str | None = None  # the system message the run trained with, put before a conversation without one
-
-    @property
-    def encoder_decoder(self) -> bool:
-        return self.formatter is None
+    encoder_decoder: bool = False  # else a decoder: with a chat template (formatter), or continuing raw text
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """A chat run's template; the text itself for a seq2seq source or a raw-text run (continued pretraining,
+        which continues what it is given)."""
         if self.formatter is not None:
             return self.formatter.prompt_ids(messages)
         source = "\n\n".join(m["content"] for m in messages if m["role"] != "system")
@@ -86,10 +85,11 @@ def generator_for(model: Any, tokenizer: Any, meta: dict[str, Any], **decoding: 
     from tuneforge.data.chat import ChatFormatter
 
     formatter = None
-    if not model.config.is_encoder_decoder:  # a decoder reads its prompts through the run's chat template
-        template = meta.get("template", "auto")
+    template = meta.get("template", "auto")  # a raw-text run recorded none: it continues text, no template
+    if not model.config.is_encoder_decoder and template is not None:  # a chat decoder reads its prompts templated
         formatter = ChatFormatter(tokenizer, "auto" if template == "tokenizer" else template)
     stop = meta.get("stop_token_ids") or (formatter.stop_token_ids if formatter is not None and not meta else None) \
         or [tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id]
     decoding = {"stop_strings": meta.get("stop_strings") or [], **{k: v for k, v in decoding.items() if v is not None}}
-    return Generator(model.eval(), tokenizer, formatter, stop, GenerationConfig(**decoding), meta.get("system_prompt"))
+    return Generator(model.eval(), tokenizer, formatter, stop, GenerationConfig(**decoding), meta.get("system_prompt"),
+                     bool(model.config.is_encoder_decoder))
