@@ -155,3 +155,27 @@ def test_lora_defaults_learn_imbalanced_real_tweets(tmp_path):
     assert metrics["test"]["finetuned_minus_baseline"]["majority"]["macro_f1_ci"][0] > 0.1
     assert metrics["test"]["prediction_spread"]["top_share"] < 0.9
     assert metrics["verdict"]["status"] == "better" and not metrics["verdict"]["learned_nothing"]
+
+
+def test_augmented_copies_reach_the_training_split_only(tmp_path):
+    import csv
+
+    config = load_config({
+        "name": "bbc-augmented", "model": {"name": "minilm"},
+        "data": {"path": "offline:bbc-news", "max_length": 32, "max_rows": 150,
+                 "augment": {"operations": ["synonym", "swap", "delete"], "copies": 1, "rate": 0.1}},
+        "method": {"name": "freeze", "embeddings": True, "layers": 3, "train_norms": False},
+        "train": {"epochs": 1, "batch_size": 16}, "evaluation": {"baselines": ["majority"], "bootstrap_samples": 100},
+        "tracking": {"enabled": False}})
+    result = finetune(config, output=tmp_path / "run", log=lambda _: None)
+    report = json.loads((result.run_dir / "data_report.json").read_text())
+    made = report["augmentation"]["copies_made"]
+    assert set(made) <= {"synonym", "swap", "delete"} and sum(made.values()) > 80  # ~105 training articles
+    assert report["splits"]["train"]["rows"] == report["augmentation"]["train_rows_with_copies"]
+    assert report["leakage"]["augmented_copies_only_in"] == "train"
+    with open(result.run_dir / "predictions.csv", newline="", encoding="utf-8") as handle:
+        sources = [row[next(iter(row))] for row in csv.DictReader(handle)]
+    assert len(sources) == report["splits"]["test"]["rows"] and not any("#aug" in s for s in sources)
+    sample = report["augmentation"]["samples"][0]
+    assert sample["augmented"] != sample["source"]
+    assert "id='augmentation'" in (result.run_dir / "report.html").read_text()

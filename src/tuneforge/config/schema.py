@@ -45,6 +45,16 @@ class SplitConfig(Section):
         return self
 
 
+class AugmentConfig(Section):
+    operations: list[Literal["synonym", "insert", "swap", "delete"]] = Field(
+        default_factory=lambda: ["synonym", "insert", "swap", "delete"],
+        description="EDA operations: synonym (WordNet synonyms of non-stopwords), insert (a synonym at a random "
+        "place), swap (two words), delete (each word with probability rate).")
+    copies: int = Field(1, ge=1, le=16, description="Augmented copies per training example (each by one operation).")
+    rate: float = Field(0.1, gt=0, le=0.5, description="Share of an example's words each operation changes.")
+    seed: int = Field(0, description="Seed of the augmentation (which words, which operation).")
+
+
 class CleanConfig(Section):
     normalize_unicode: bool = Field(True, description="Unicode NFC normalization and mojibake repair (ftfy).")
     strip_control: bool = Field(True, description="Remove control and zero-width characters.")
@@ -71,6 +81,9 @@ class DataConfig(Section):
                             "overlapping windows (each with the question); consecutive windows share this many tokens. "
                             "Must be below max_length / 3.")
     clean: CleanConfig = Field(default_factory=CleanConfig, description="Cleaning steps, each counted in data_report.json.")
+    augment: AugmentConfig | None = Field(
+        None, description="Augmented copies of the training split (sequence classification), made after the split and "
+        "the leakage check: validation and test are never augmented; null: none.")
     on_bad_rows: Literal["error", "skip"] = Field(
         "error", description="A malformed row: stop with its file and line (error) or drop and count it (skip).")
     dataset_format: DatasetFormat = Field(
@@ -319,6 +332,9 @@ class RunConfig(Section):
             head, generative = spec_for(self.method.name).learning_rates
             self.train.learning_rate = generative if spec.vocabulary_head else head
             self.train._auto_learning_rate = True  # a search that changes the method decides it again
+        if self.data.augment is not None and not spec.augments:
+            raise ValueError(f"data.augment: task {task} has no augmentation yet (sequence classification has); "
+                             f"remove it")
         if self.train.class_weights not in ("auto", "none") and not spec.class_weighted:
             raise ValueError(f"train.class_weights: task {task} has no class-weighted loss (sequence classification "
                              f"has); remove it or set it to none")

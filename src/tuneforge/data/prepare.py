@@ -52,6 +52,7 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
     kept = sum(len(part) for part in parts.values())
     rows_read = len(loaded.rows) + len(loaded.bad_rows)
     assert rows_read == kept + sum(dropped.values()), "every row is kept or counted as dropped"
+    augmentation = _augment(parts, config, seed)
     report = {
         "source": {"path": str(config.path), "format": loaded.format, "rows_read": rows_read,
                    **({"lines": loaded.lines} if loaded.lines else {})},
@@ -67,10 +68,28 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
         "splits": {name: {"rows": len(parts[name]),
                           "per_class": dict(sorted(Counter(str(r.label) for r in parts[name]).items()))}
                    for name in SPLITS},
-        "leakage": {"overlapping_texts": overlap_counts(parts), "removed": leaked},
+        "leakage": {"overlapping_texts": overlap_counts(parts), "removed": leaked,
+                    **({"augmented_copies_only_in": "train"} if augmentation else {})},
         "warnings": loaded.warnings,
+        **({"augmentation": augmentation} if augmentation else {}),
     }
     return PreparedData(splits=parts, labels=labels, report=report)
+
+
+def _augment(parts: dict[str, list[Row]], config: DataConfig, seed: int) -> dict[str, Any] | None:
+    """Augmented copies appended to the training split only (the splits and the leakage check are already done);
+    the counts and a sample for data_report.json. Row counts above (rows_kept, per class) are the originals'."""
+    if config.augment is None:
+        return None
+    from tuneforge.data.augment import augment_rows
+
+    settings = config.augment
+    done = augment_rows(parts["train"], list(settings.operations), settings.copies, settings.rate,
+                        settings.seed + seed, lambda row, text, where: Row(text=text, label=row.label, where=where))
+    parts["train"] = done.rows
+    return {"copies_made": dict(done.made), "copies_unchanged_dropped": dict(done.unchanged),
+            "train_rows_with_copies": len(done.rows), "settings": settings.model_dump(mode="json"),
+            "samples": done.samples}
 
 
 def token_length_stats(lengths: list[int], max_length: int) -> dict[str, float]:

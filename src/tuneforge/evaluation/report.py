@@ -163,7 +163,21 @@ def _data_section(report: dict[str, Any]) -> str:
             f"<table id='dropped'><tr><th>dropped</th><th>rows</th></tr>{dropped or '<tr><td>none</td><td>0</td></tr>'}"
             f"</table><table><tr><th>changed (kept)</th><th>rows</th></tr>{modified}</table></div>"
             "<table id='lengths'><tr><th>split</th><th>mean tokens</th><th>p50</th><th>p95</th><th>max</th>"
-            f"<th>truncated</th><th>truncated %</th></tr>{length_rows}</table>")
+            f"<th>truncated</th><th>truncated %</th></tr>{length_rows}</table>" + _augmentation(report))
+
+
+def _augmentation(report: dict[str, Any]) -> str:
+    """How many augmented copies each operation added to the training split, and a few of them."""
+    done = report.get("augmentation")
+    if not done:
+        return ""
+    samples = "".join(f"<tr><td>{html.escape(s['operation'])}</td><td>{html.escape(s['source'])}</td>"
+                      f"<td>{html.escape(s['augmented'])}</td></tr>" for s in done["samples"])
+    return ("<h3>Augmentation (training split only)</h3><div class='grid'>"
+            + pairs_table(done["copies_made"], "operation", "copies added", "augmentation")
+            + pairs_table(done["copies_unchanged_dropped"], "operation", "copies equal to their source (dropped)")
+            + f"</div><table id='samples'><tr><th>operation</th><th>source</th><th>augmented</th></tr>{samples}"
+            "</table>")
 
 
 def _speed_facts(speed: dict[str, Any]) -> dict[str, str]:

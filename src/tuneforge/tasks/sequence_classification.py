@@ -38,6 +38,7 @@ register(TaskSpec(
     labelled_head=True,
     report="tuneforge.evaluation.report:classification_parts",
     class_weighted=True,
+    augments=True,
     **steps(HERE, predictor="load_label_predictor"),
     starter=("minilm", "offline:bbc-news", "labelled text: csv/json/jsonl/parquet with text and label columns, or a "
                                          "folder of <label>/*.txt"),

@@ -41,6 +41,7 @@ class TaskSpec:
     architectures: tuple[str, ...] = ()
     needs: str = ""  # what a model that does not fit lacks, in words
     class_weighted: bool = False  # train.class_weights applies (a loss over classes of whole examples)
+    augments: bool = False  # data.augment applies (EDA copies of labelled texts)
     starter: tuple[str, str, str] = ("minilm", "data/train.jsonl", "")  # tuneforge init: model, data, data's shape
 
     def check_model(self, name: str, path: str, revision: str | None = None) -> None:
