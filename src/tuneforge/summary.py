@@ -40,11 +40,9 @@ def print_summary(result: Any) -> None:
 
 
 def _figure(figures: dict[str, Any], metric: str) -> str:
-    value = figures.get(metric)
-    if value is None:
-        return "n/a"
-    interval = figures.get(f"{metric}_ci")
-    return f"{value:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else f"{value:.4f}"
+    from tuneforge.evaluation.figures import with_interval
+
+    return with_interval(figures.get(metric), figures.get(f"{metric}_ci"))
 
 
 def print_tune_summary(result: Any) -> None:
@@ -151,8 +149,6 @@ def _console() -> Any:
 
 
 def _with_interval(row: dict[str, Any], metric: str) -> str:
-    value = row["metrics"].get(metric)
-    if value is None:
-        return ""
-    interval = row.get("intervals", {}).get(metric)
-    return f"{value:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else f"{value:.4g}"
+    from tuneforge.evaluation.figures import with_interval
+
+    return with_interval(row["metrics"].get(metric), row.get("intervals", {}).get(metric), missing="", plain=".4g")

@@ -50,18 +50,23 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[int]], config: Gener
         for start in tqdm(range(0, len(prompts), config.batch_size), desc=description, leave=False, disable=None):
             batch = [prompts[i] for i in order[start:start + config.batch_size]]
             width = max(len(p) for p in batch)
-            if encoder_decoder:  # encoder inputs pad on the right
-                ids = [p + [pad] * (width - len(p)) for p in batch]
-                mask = [[1] * len(p) + [0] * (width - len(p)) for p in batch]
-            else:
-                ids = [[pad] * (width - len(p)) + p for p in batch]
-                mask = [[0] * (width - len(p)) + [1] * len(p) for p in batch]
+            ids, mask = pad_prompts(batch, pad, encoder_decoder)
             out = model.generate(input_ids=torch.tensor(ids, device=device),
                                  attention_mask=torch.tensor(mask, device=device), **options)
             new = out[:, 1:] if encoder_decoder else out[:, width:]  # drop decoder start / the prompt
             for index, row in zip(order[start:start + config.batch_size], new.tolist()):
                 results[index] = _finish(row, tokenizer, stop_ids, pad, config.stop_strings)
     return [r for r in results if r is not None]
+
+
+def pad_prompts(batch: list[list[int]], pad: int, encoder_decoder: bool) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids and attention masks of prompts of different lengths: an encoder's inputs pad on the right, a
+    decoder's on the left (generation continues from the last position)."""
+    width = max(len(p) for p in batch)
+    if encoder_decoder:
+        return ([p + [pad] * (width - len(p)) for p in batch],
+                [[1] * len(p) + [0] * (width - len(p)) for p in batch])
+    return [[pad] * (width - len(p)) + p for p in batch], [[0] * (width - len(p)) + [1] * len(p) for p in batch]
 
 
 def _finish(row: list[int], tokenizer: Any, stop_ids: list[int], pad: int, stop_strings: list[str]) -> Generated:

@@ -43,10 +43,11 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
              callbacks: list[Any] = (), tags: dict[str, str] | None = None, quiet: bool = False) -> RunResult:
     """One run. With ``evaluate_test=False`` (a search trial) the test split is never scored: the result holds
     validation metrics only."""
+    from tuneforge.models.loading import quiet_libraries
     from tuneforge.pipelines.run_dir import RunLock, choose_run_dir
     from tuneforge.tasks.registry import task_spec
 
-    _quiet_libraries()
+    quiet_libraries()
     started = time.time()
     run_dir = choose_run_dir(config.name, output or config.output_dir, resume)
     saved = run_dir / "config.yaml"
@@ -155,16 +156,14 @@ def _settled(config: RunConfig, run_dir: Path, resumed: bool, log: Callable[[str
 
 
 def run_task(task: Any, config: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None],
-             evaluate_test: bool, callbacks: list[Any], tracker: Any, quiet: bool = False,
-             inputs: Inputs | None = None) -> dict[str, Any]:
-    """The recipe, the same for every task; the task's spec supplies the steps that differ."""
+             evaluate_test: bool, callbacks: list[Any], tracker: Any, quiet: bool, inputs: Inputs) -> dict[str, Any]:
+    """The recipe, the same for every task; the task's spec supplies the steps that differ. ``inputs``: the model
+    and data, read before the run folder was made."""
     from transformers import set_seed
 
     from tuneforge.models.inspection import count_parameters, parameter_line
     from tuneforge.pipelines.evaluate import best_checkpoint_info
 
-    # data (read before the run folder was made)
-    inputs = inputs or read_inputs(task, config)
     resolved, tokenizer, data = inputs.resolved, inputs.tokenizer, inputs.data
     # model + method (seeded before the head and the adapter are created)
     set_seed(config.train.seed)
@@ -335,12 +334,6 @@ def _headline(metrics: dict[str, Any]) -> dict[str, float]:
             out[key] = metrics["training"][key]
     out["seconds"] = metrics.get("seconds", 0.0)
     return out
-
-
-def _quiet_libraries() -> None:
-    from tuneforge.models.loading import quiet_libraries
-
-    quiet_libraries()
 
 
 def _trim_log(path: Path, checkpoint: str | None) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from tuneforge.evaluation.figures import with_interval
 from tuneforge.io import atomic_write_text
 
 
@@ -57,19 +58,10 @@ def _results(test: dict[str, Any], task: Any) -> list[str]:
     count = test.get("n_prompts") or test["finetuned"].get("n") or test.get("n_perplexity") or "?"
     rows = ["| metric | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
     for metric in shown:
-        rows.append(f"| {metric} | " + " | ".join(_figure(f, metric) for f in models.values()) + " |")
+        rows.append(f"| {metric} | " + " | ".join(with_interval(f.get(metric), f.get(f"{metric}_ci"))
+                                                  for f in models.values()) + " |")
     return [f"## Results (test split, {count} examples, {int(100 * test.get('confidence', 0.95))}% bootstrap "
             f"intervals)", "", *rows, ""]
-
-
-def _figure(figures: dict[str, Any], metric: str) -> str:
-    value = figures.get(metric)
-    if not isinstance(value, (int, float)):
-        return "n/a"
-    interval = figures.get(f"{metric}_ci")
-    if not interval or not all(isinstance(bound, (int, float)) for bound in interval):  # null: not finite
-        return f"{value:.4f}"
-    return f"{value:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]"
 
 
 def _usage(run_dir: Path, task: Any, adapter: bool, base: str) -> list[str]:

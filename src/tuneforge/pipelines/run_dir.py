@@ -91,9 +91,10 @@ def resumed_config(saved: RunConfig, given: RunConfig, source: Path) -> RunConfi
     checkpoints to keep) taken from ``given``. Any other change is refused: the restored optimizer, schedule and
     data order belong to the saved settings."""
     from tuneforge.config.loader import load_config
+    from tuneforge.tracking.base import flatten
 
     old_tree, new_tree = saved.model_dump(mode="json"), given.model_dump(mode="json")
-    old, new = _flat(old_tree), _flat(new_tree)
+    old, new = flatten(old_tree), flatten(new_tree)
     changed = [key for key in sorted(old.keys() | new.keys())
                if old.get(key) != new.get(key) and not _safe(key) and not (new.get(key) == "auto" and key in SETTLED)]
     if changed:
@@ -112,14 +113,3 @@ def resumed_config(saved: RunConfig, given: RunConfig, source: Path) -> RunConfi
 
 def _safe(key: str) -> bool:
     return any(key == safe or key.startswith(safe + ".") for safe in SAFE_ON_RESUME)
-
-
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-

@@ -118,11 +118,7 @@ def create_app(state: State) -> FastAPI:
     async def chat(body: ChatRequest, request: Request) -> Any:
         served = _model(state, body.model, request, generative=True)
         messages = [{"role": m.role, "content": _text(m.content)} for m in body.messages]
-        generator = served.generator
-        if generator.formatter is None:  # seq2seq: the conversation's text is the source
-            prompt_ids = generator.prompt_ids(messages)
-        else:
-            prompt_ids = generator.formatter.prompt_ids(generator.with_system(messages))
+        prompt_ids = served.generator.prompt_ids(messages)  # the run's template and system prompt
         job_args = _decoding(state, served, body.max_completion_tokens or body.max_tokens, body.temperature,
                              body.top_p, body.stop, prompt_ids)
         return await _respond(state, served, job_args, body.stream, request, chat=True)

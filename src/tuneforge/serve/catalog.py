@@ -81,18 +81,16 @@ def load_catalog(run_dirs: list[str | Path], precision: str | None = None, max_b
         if name in models:
             continue
         with loading(model_dir):
-            if task.generates:
-                from tuneforge.serve.engine import GenerationEngine
-                from tuneforge.tasks.generator import load_generator_from_meta
+            predictor = task.call("predictor", model_dir, meta, precision)  # a generative task's is its Generator
+        if task.generates:
+            from tuneforge.serve.engine import GenerationEngine
 
-                generator = load_generator_from_meta(model_dir, meta, precision)
-                engine = GenerationEngine(name, generator.model, generator.tokenizer, generator.encoder_decoder,
-                                          on_batch=lambda size, n=name: on_batch(n, size), **options)
-                engines.append(engine)
-                models[name] = Served(name, task, str(model_dir.parent), generator=generator, engine=engine)
-            else:
-                predictor = task.call("predictor", model_dir, meta, precision)
-                models[name] = Served(name, task, str(model_dir.parent), predictor=predictor)
+            engine = GenerationEngine(name, predictor.model, predictor.tokenizer, predictor.encoder_decoder,
+                                      on_batch=lambda size, n=name: on_batch(n, size), **options)
+            engines.append(engine)
+            models[name] = Served(name, task, str(model_dir.parent), generator=predictor, engine=engine)
+        else:
+            models[name] = Served(name, task, str(model_dir.parent), predictor=predictor)
     return Catalog(models, engines)
 
 

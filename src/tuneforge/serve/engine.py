@@ -127,18 +127,13 @@ class GenerationEngine:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
+        from tuneforge.evaluation.generation import pad_prompts
+
         tokenizer = self.tokenizer
         stop_ids = sorted({t for job in batch for t in job.stop_ids})
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
-        width = max(len(job.prompt_ids) for job in batch)
-        if self.encoder_decoder:  # encoder inputs pad on the right; the decoder starts from one start token
-            ids = [job.prompt_ids + [pad] * (width - len(job.prompt_ids)) for job in batch]
-            mask = [[1] * len(job.prompt_ids) + [0] * (width - len(job.prompt_ids)) for job in batch]
-            offset = 1
-        else:
-            ids = [[pad] * (width - len(job.prompt_ids)) + job.prompt_ids for job in batch]
-            mask = [[0] * (width - len(job.prompt_ids)) + [1] * len(job.prompt_ids) for job in batch]
-            offset = width
+        ids, mask = pad_prompts([job.prompt_ids for job in batch], pad, self.encoder_decoder)
+        offset = 1 if self.encoder_decoder else len(ids[0])  # new tokens start after the decoder's start token
         rows = [_Row(job) for job in batch]
         engine = self
         self.batch_stops = set(stop_ids)  # generate ends a row at any of them: so does the row's own account

@@ -21,10 +21,10 @@ class Generator:
     encoder_decoder: bool = False  # else a decoder: with a chat template (formatter), or continuing raw text
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        """A chat run's template; the text itself for a seq2seq source or a raw-text run (continued pretraining,
-        which continues what it is given)."""
+        """A chat run's template (with the run's system prompt when the conversation has none); the text itself for a
+        seq2seq source or a raw-text run (continued pretraining, which continues what it is given)."""
         if self.formatter is not None:
-            return self.formatter.prompt_ids(messages)
+            return self.formatter.prompt_ids(self.with_system(messages))
         source = "\n\n".join(m["content"] for m in messages if m["role"] != "system")
         return self.tokenizer(source, truncation=True, max_length=512)["input_ids"]
 
@@ -38,7 +38,7 @@ class Generator:
         from tuneforge.evaluation.generation import generate
 
         head = [{"role": "system", "content": system}] if system else []
-        ids = [self.prompt_ids(self.with_system(head + [{"role": "user", "content": p}])) for p in prompts]
+        ids = [self.prompt_ids(head + [{"role": "user", "content": p}]) for p in prompts]
         out = generate(self.model, self.tokenizer, ids, self.config, self.stop_ids, self.encoder_decoder)
         return [{"prompt": p, "output": g.text, "ended": g.ended, "new_tokens": g.new_tokens}
                 for p, g in zip(prompts, out)]
@@ -50,7 +50,7 @@ class Generator:
         import torch
         from transformers import TextIteratorStreamer
 
-        ids = torch.tensor([self.prompt_ids(self.with_system(messages))])
+        ids = torch.tensor([self.prompt_ids(messages)])
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=not self.encoder_decoder, skip_special_tokens=True)
         c = self.config
         options = dict(max_new_tokens=c.max_new_tokens, do_sample=c.do_sample, num_beams=1,
