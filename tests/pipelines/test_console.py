@@ -26,6 +26,11 @@ def test_a_run_that_truncates_says_so_in_the_console_and_on_top_of_the_report(ti
                                                              "training examples"))
     page = (tmp_path / "run" / "report.html").read_text()
     assert page.index(warning.removeprefix("warning: ").split(";")[0]) < page.index("<h2>")
+    # the report names and rounds the best validation metric, and shows leakage as a table, not raw JSON
+    import re
+
+    assert re.search(r"best validation macro_f1</td><td>\d\.\d{4}</td>", page)
+    assert "id='leakage'" in page and "{&quot;" not in page
 
 
 def test_model_card_and_portable_base(tiny_bert, tiny_csv, tmp_path, monkeypatch):

@@ -241,6 +241,8 @@ def test_cli_predict(lora_run):
     assert result.returncode == 0, result.stderr
     line = json.loads(result.stdout.strip().splitlines()[-1])
     assert line["predicted"] in {"food", "sport", "tech"} and abs(sum(line["probabilities"].values()) - 1) < 1e-4
+    for noise in ("LOAD REPORT", "MISSING", "Loading weights", "kernels", "Warning"):  # a quiet console
+        assert noise not in result.stderr, result.stderr
 
 
 def test_help_is_instant():
