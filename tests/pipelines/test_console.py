@@ -138,6 +138,6 @@ def test_ctrl_c_prints_the_command_that_resumes(tiny_bert, tiny_csv, tmp_path):
         time.sleep(0.05)
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=120)
-    assert run.returncode == 130
+    assert run.returncode == 130, err[-3000:]
     assert err.strip().splitlines()[-1] == (f"interrupted; continue with: tuneforge train {path} train.seed=3 "
                                             f"--output {tmp_path / 'run'} --resume")

@@ -238,7 +238,7 @@ def test_entities_with_character_offsets():
 def test_a_full_queue_answers_429_and_a_client_that_leaves_frees_its_row(chat_runs):
     import time
 
-    with serve(chat_runs[1:], max_batch=1, limits=Limits(max_queue=1, max_tokens=32)) as running:
+    with serve(chat_runs[1:], max_batch=1, limits=Limits(max_queue=1, max_tokens=200)) as running:
         running.wait_ready()
         statuses: list[int] = []
 
@@ -254,7 +254,8 @@ def test_a_full_queue_answers_429_and_a_client_that_leaves_frees_its_row(chat_ru
         assert 200 in statuses and 429 in statuses and set(statuses) <= {200, 429}
 
         engine = running.state.catalog.engines[0]
-        stream = client(running).chat.completions.create(model="chat-b", max_tokens=32, stream=True,
+        # a long answer (200 tokens, the tiny model rambles): the client is gone long before it would end
+        stream = client(running).chat.completions.create(model="chat-b", max_tokens=200, stream=True,
                                                          messages=[{"role": "user", "content": "go on"}])
         next(iter(stream))  # the first chunk arrives, then the client goes away
         stream.close()
