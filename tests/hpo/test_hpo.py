@@ -4,6 +4,7 @@ at the test split, tracking of every trial, and two workers sharing a study in a
 from __future__ import annotations
 
 import json
+import random
 import os
 import signal
 import subprocess
@@ -214,40 +215,51 @@ def run_cli(args, cwd):
                             stderr=subprocess.STDOUT, text=True)
 
 
-def test_a_killed_study_resumes_without_losing_finished_trials(tiny_bert, tiny_csv, tmp_path):
-    hpo = {"algorithm": "random", "n_trials": 4, "heartbeat_seconds": 1,
-           "space": {"train.learning_rate": {"type": "float", "low": 1e-4, "high": 5e-2, "log": True}}}
+def test_a_study_killed_at_a_random_step_resumes_to_the_same_result(tiny_bert, tiny_csv, tmp_path):
+    """kill -9 at a random training step of a random trial, tune again at once: the finished trials are kept as
+    they were, the killed one is retried from its last checkpoint, and the study ends as one never killed."""
+    hpo = {"algorithm": "grid", "n_trials": 3,
+           "space": {"train.learning_rate": {"type": "categorical", "choices": [1e-9, 3e-3, 3e-2]}}}
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(study_config(tiny_bert, tiny_csv, hpo, epochs=3)))
+    straight = run_cli(["tune", str(path), "--output", str(tmp_path / "straight")], tmp_path)
+    assert straight.wait(timeout=600) == 0, straight.stdout.read()
+
     storage = f"sqlite:///{tmp_path / 's' / 'study.db'}"
     first = run_cli(["tune", str(path), "--output", str(tmp_path / "s")], tmp_path)
+    rng = random.Random()
+    trial, step = rng.randint(0, 2), rng.randint(1, 33)  # 36 steps a trial, a checkpoint at the end of each epoch
+    log = tmp_path / "s" / f"trial-{trial:04d}" / "train_log.jsonl"
     deadline = time.time() + 300
-    while True:
-        assert first.poll() is None and time.time() < deadline, first.stdout.read() if first.poll() else "timeout"
-        try:
-            trials = optuna.load_study(study_name="tiny", storage=storage).trials
-        except Exception:  # the study is not created yet
-            trials = []
-        if sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 2:
-            break
-        time.sleep(0.1)
+    while not (log.exists() and any(json.loads(line).get("step", 0) >= step
+                                    for line in log.read_text().splitlines() if line.strip())):
+        assert first.poll() is None and time.time() < deadline, f"ended before trial {trial} step {step}"
+        time.sleep(0.01)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     before = {t.number: t.values for t in optuna.load_study(study_name="tiny", storage=storage).trials
               if t.state == optuna.trial.TrialState.COMPLETE}
-    time.sleep(2.5)  # the killed trial's heartbeat goes stale
-    second = run_cli(["tune", str(path), "--output", str(tmp_path / "s")], tmp_path)
+    assert len(before) == trial
+
+    second = run_cli(["tune", str(path), "--output", str(tmp_path / "s")], tmp_path)  # no wait for a heartbeat
     output = second.communicate(timeout=600)[0]
-    assert second.returncode == 0, output
+    assert second.returncode == 0, f"killed at trial {trial} step {step}: {output}"
     study = optuna.load_study(study_name="tiny", storage=storage)
-    after = {t.number: t.values for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
-    assert all(after[n] == v for n, v in before.items())  # finished trials kept as they were
-    finished = [t for t in study.trials if t.state != optuna.trial.TrialState.RUNNING]
-    assert len(finished) == len(study.trials) >= 4
+    assert all(study.trials[n].values == v for n, v in before.items())  # finished trials kept as they were
     trials = json.loads((tmp_path / "s" / "trials.json").read_text())
-    stale = [t for t in trials if t["state"] == "FAIL"]
-    assert len(stale) == 1 and "no heartbeat" in stale[0]["fail_reason"]  # the trial the kill interrupted
-    assert (tmp_path / "s" / "best.yaml").exists()
+    killed = [t for t in trials if t["state"] == "FAIL"]
+    assert [t["number"] for t in killed] == [trial] and "killed" in killed[0]["fail_reason"]
+    retry = next(t for t in trials if t["retry_of"] == trial)
+    assert retry["state"] == "COMPLETE" and retry["run_dir"].endswith(f"trial-{trial:04d}")
+
+    a = json.loads((tmp_path / "straight" / "study.json").read_text())
+    b = json.loads((tmp_path / "s" / "study.json").read_text())
+    assert b["killed_and_retried"] == 1 and a["killed_and_retried"] == 0
+    for key in ("best_params", "best_values", "test", "trials", "total_steps"):
+        assert a[key] == b[key], (key, f"killed at trial {trial} step {step}")
+    values = lambda rows: sorted((t["params"]["train.learning_rate"], t["values"])  # noqa: E731
+                                 for t in rows if t["state"] == "COMPLETE")
+    assert values(json.loads((tmp_path / "straight" / "trials.json").read_text())) == values(trials)
 
 
 def test_two_workers_share_one_study_in_postgresql(tiny_bert, tiny_csv, tmp_path):

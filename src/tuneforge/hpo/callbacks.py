@@ -23,6 +23,10 @@ class PruningCallback(TrainerCallback):
         self.evaluations = 0
         self.steps = 0  # optimizer steps run so far (what a trial that fails midway spent)
 
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # a trial resumed from its checkpoint (its worker was killed) counts on from the evaluations it had
+        self.evaluations = sum(f"eval_{self.metric}" in entry for entry in state.log_history)
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         import optuna
 
@@ -40,7 +44,8 @@ class PruningCallback(TrainerCallback):
         if value is None or not self.report:
             return
         self.evaluations += 1
-        self.trial.report(float(value), step=self.evaluations)
+        if self.evaluations not in self.trial.storage.get_trial(self.trial._trial_id).intermediate_values:
+            self.trial.report(float(value), step=self.evaluations)  # (a retried trial inherits the values it had)
         if not self.prune or not self.may_judge(state.global_step, state.max_steps):
             return
         if self.trial.should_prune():

@@ -22,6 +22,7 @@ def trials_table(study: Any) -> list[dict[str, Any]]:
                      "fail_reason": trial.user_attrs.get("fail_reason")
                      or study.user_attrs.get(f"fail_reason_trial_{trial.number}"),
                      "intermediate": dict(trial.intermediate_values),
+                     "retry_of": (trial.system_attrs.get("retry_history") or [None])[-1],  # a trial whose worker was killed
                      "seconds": round(trial.duration.total_seconds(), 1) if trial.duration else None})
     return rows
 

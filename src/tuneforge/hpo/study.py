@@ -38,19 +38,68 @@ def open_study(config: RunConfig, study_dir: Path, storage: str | None = None) -
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         rdb = optuna.storages.RDBStorage(
             url, heartbeat_interval=hpo.heartbeat_seconds, grace_period=2 * hpo.heartbeat_seconds,
-            heartbeat_stale_trial_callback=_mark_stale, engine_kwargs={"pool_pre_ping": True})
+            heartbeat_stale_trial_callback=_retry_stale, engine_kwargs={"pool_pre_ping": True})
     study = optuna.create_study(
         study_name=hpo.study_name or config.name, storage=rdb, load_if_exists=True, sampler=make_sampler(hpo),
         pruner=make_pruner(hpo), directions=[o.direction for o in hpo.objectives])
     return StudyHandle(study=study, storage_url=url, study_dir=study_dir)
 
 
-STALE = "worker stopped (no heartbeat): killed or interrupted"
+STALE = "its worker stopped (killed or interrupted)"
+MAX_RETRIES = 2  # a trial that kills its worker every time (out of memory, say) is not retried for ever
 
 
-def _mark_stale(study: Any, trial: Any) -> None:
-    """A finished trial takes no more attributes: the reason is kept on the study."""
+def _retry_stale(study: Any, trial: Any) -> None:
+    """A trial whose worker was killed fails, and a new trial with its parameters is queued: it resumes from the
+    killed trial's last checkpoint, so the study ends as it would have without the kill. A finished trial takes
+    no more attributes: the reason is kept on the study."""
+    import optuna
+
     study.set_user_attr(f"fail_reason_trial_{trial.number}", STALE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRIES, inherit_intermediate_values=True)(study, trial)
+
+
+def fail_dead_workers(study: Any) -> None:
+    """Trials left running by a worker of this machine that no longer exists fail now (and are retried), rather
+    than after the heartbeat's grace period: what a study resumed at once after a kill needs."""
+    import optuna
+
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if worker_host == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL):
+                _retry_stale(study, study._storage.get_trial(trial._trial_id))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def finished_trials(study: Any) -> list[Any]:
+    """Trials that count toward n_trials: finished ones, except those whose killed worker got them retried."""
+    import optuna
+
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    trials = study.get_trials(deepcopy=False)
+    retried = {number for t in trials for number in t.system_attrs.get("retry_history", ())}
+    return [t for t in trials if t.state in finished and t.number not in retried]
+
+
+def _stop_at(n_trials: int) -> Callable[[Any, Any], None]:
+    def check(study: Any, trial: Any) -> None:
+        if len(finished_trials(study)) >= n_trials:
+            study.stop()
+
+    return check
 
 
 def _hpo(config: RunConfig) -> HpoConfig:
@@ -69,8 +118,8 @@ def run_trials(config: RunConfig, base: dict[str, Any], handle: StudyHandle, run
     load_config(base, nest(first_values(hpo.space)))  # a wrong path in the space fails here, not in every trial
     study = handle.study
     study.set_user_attr("directions", [o.direction for o in hpo.objectives])
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-    done = len(study.get_trials(deepcopy=False, states=finished))
+    fail_dead_workers(study)
+    done = len(finished_trials(study))
     if done >= hpo.n_trials:
         log(f"study {study.study_name!r} already has {done} finished trials")
         return
@@ -82,7 +131,7 @@ def run_trials(config: RunConfig, base: dict[str, Any], handle: StudyHandle, run
         f"pruner {hpo.pruner}) in {handle.storage_url}")
     objective = _objective(config, base, handle.study_dir, run)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    callbacks = [optuna.study.MaxTrialsCallback(hpo.n_trials, states=finished), _progress(log)]
+    callbacks = [_stop_at(hpo.n_trials), _progress(log)]
     if hpo.max_steps is not None:
         callbacks.append(_stop_when_spent(hpo.max_steps))
     quiet_clean_failures()
@@ -143,6 +192,9 @@ def _objective(config: RunConfig, base: dict[str, Any], study_dir: Path,
                     trial.report(value, step)
                 raise optuna.TrialPruned(f"the same configuration as pruned trial {same.number}")
             return same.values[0] if len(same.values) == 1 else same.values
+        # a retried trial (its worker was killed) resumes from the checkpoint of the trial it retries
+        retried = trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+        folder = study_dir / f"trial-{trial.number if retried is None else retried:04d}"  # (checkpoints only if so)
         left = None if hpo.max_steps is None else max(1, hpo.max_steps - spent_steps(trial.study))
         pruning = PruningCallback(trial, primary, hpo.pruner != "none" and single, hpo.prune_after, left,
                                   report=single, prune_until=hpo.prune_until)
@@ -150,7 +202,7 @@ def _objective(config: RunConfig, base: dict[str, Any], study_dir: Path,
             trial_config = trial_config_for(base, values, primary)
             trial_config.tracking = config.tracking
             result = finetune(
-                trial_config, output=study_dir / f"trial-{trial.number:04d}", log=lambda _: None, evaluate_test=False,
+                trial_config, output=folder, resume=(folder / "checkpoints").is_dir(), log=lambda _: None, evaluate_test=False,
                 callbacks=[pruning], quiet=True,
                 tags={"tuneforge.study": trial.study.study_name, "tuneforge.trial": str(trial.number)})
         except optuna.TrialPruned:
@@ -211,17 +263,21 @@ def _progress(log: Callable[[str], None]) -> Callable[[Any, Any], None]:
     return report
 
 
-def wait_for_running(handle: StudyHandle, poll_seconds: float = 2.0, log: Callable[[str], None] = print) -> None:
-    """Before the final evaluation, let trials that other workers are running finish (or go stale)."""
+def wait_for_running(handle: StudyHandle, poll_seconds: float = 2.0, log: Callable[[str], None] = print) -> int:
+    """Before the final evaluation, let trials that other workers are running finish (or go stale). Returns how
+    many trials wait to be run again (their workers were killed)."""
     import optuna
 
     study = handle.study
     grace = 2 * study._storage.get_heartbeat_interval()
     while True:
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        fail_dead_workers(study)
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         if not running:
-            return
+            return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
         now = datetime.datetime.now()
         for trial in running:
             # a worker killed between creating a trial and its first heartbeat leaves a trial that optuna never

@@ -55,7 +55,12 @@ def tune(config: RunConfig, output: str | Path | None = None, storage: str | Non
         helper.wait()
     if worker_only:
         return None
-    wait_for_running(handle, log=log)
+    waiting = wait_for_running(handle, log=log)
+    while waiting:  # trials whose workers were killed meanwhile, queued again: run them here
+        run_trials(config, base, handle, finetune, log)
+        waiting, before = wait_for_running(handle, log=log), waiting
+        if waiting >= before:  # nothing ran (the step budget or the timeout is spent): they stay queued
+            break
     return finalize(config, base, handle, log)
 
 
@@ -77,6 +82,7 @@ def finalize(config: RunConfig, base: dict[str, Any], handle: Any, log: Callable
         raise UserError(f"study {study.study_name!r}: no trial completed (see {handle.study_dir / 'trials.json'} "
                         f"for each failure's reason)")
     best = best_trial(study)
+    retried = {t["retry_of"] for t in trials} - {None}
     primary = config.hpo.objectives[0].metric
     best_yaml = best_config(base, best, primary)
     import yaml
@@ -90,8 +96,9 @@ def finalize(config: RunConfig, base: dict[str, Any], handle: Any, log: Callable
     write_hpo_report(study, handle.study_dir, test_metrics, task_spec(config.model.task).shown)
     summary = {"study": study.study_name, "storage": handle.storage_url, "best_trial": best.number,
                "best_params": best.params, "best_values": best.values, "test": test_metrics,
-               "trials": {state: sum(t["state"] == state for t in trials)
+               "trials": {state: sum(t["state"] == state and t["number"] not in retried for t in trials)
                           for state in ("COMPLETE", "PRUNED", "FAIL")},
+               "killed_and_retried": len(retried),
                "total_steps": sum(t.get("steps") or 0 for t in trials)}
     atomic_write_json(handle.study_dir / "study.json", summary)
     return TuneResult(handle.study_dir, best.params, list(best.values), test_metrics, trials, config.model.task)
