@@ -127,10 +127,16 @@ def _add_serve(sub: Any) -> None:
 
 
 def _add_export(sub: Any) -> None:
-    export = sub.add_parser("export", help="merge an adapter into its base (a standalone HF model) or copy it")
+    export = sub.add_parser("export", help="merge an adapter into its base (a standalone HF model) or copy it; or "
+                                           "write a GGUF for llama.cpp/Ollama")
     export.add_argument("run_dir", help="run folder written by tuneforge train")
     export.add_argument("--output", required=True, help="folder to write")
     export.add_argument("--merge", action="store_true", help="fold LoRA/DoRA/QLoRA/IA3 into the weights")
+    export.add_argument("--format", choices=("hf", "gguf"), default="hf",
+                        help="hf: a Hugging Face folder; gguf: one file for llama.cpp/Ollama (causal LM runs; "
+                             "adapters are merged first)")
+    export.add_argument("--quant", default="q8_0", help="GGUF type: f32, f16, bf16, q8_0 (by llama.cpp's "
+                                                        "converter), q4_k_m, q5_k_m, q6_k, q4_0 (need llama-cpp-python)")
 
 
 def _add_tune(sub: Any) -> None:
@@ -418,6 +424,17 @@ def _serve(args: Any) -> int:
 
 
 def _export(args: Any) -> int:
+    if args.format == "gguf":
+        from tuneforge.pipelines.export_gguf import export_gguf
+
+        facts = export_gguf(args.run_dir, args.output, args.quant, log=lambda line: print(line, file=sys.stderr))
+        agreement = facts["agreement"]
+        print(f"wrote {facts['output']} ({facts['bytes'] / 2**20:.1f} MiB, {facts['metadata']['architecture']}, "
+              f"chat template {'embedded' if facts['metadata']['chat_template'] else 'none'}); loaded back by "
+              f"transformers it agrees on {agreement['top1_agreement']:.1%} of top-1 tokens (stated for "
+              f"{args.quant}: >= {agreement['required_top1']:.0%}), greedy text equal on {agreement['greedy_equal']}"
+              f"/{agreement['prompts']} prompts")
+        return 0
     from tuneforge.pipelines.export import export_run
 
     facts = export_run(args.run_dir, args.output, merge=args.merge)
