@@ -19,6 +19,8 @@ HELP = """tuneforge: fine-tune a pretrained model on your data, evaluate it hone
   tuneforge generate RUN_DIR --prompt "..."    answer prompts with a trained generative run
   tuneforge chat RUN_DIR                       talk to it (streams tokens, keeps the conversation)
   tuneforge export RUN_DIR --merge --output D  fold a LoRA/QLoRA/IA3 adapter into a standalone HF model
+  tuneforge export RUN_DIR --format gguf --quant q8_0 --output D   one GGUF file for llama.cpp/Ollama
+  tuneforge optimize RUN_DIR --quantize int8 --output D   quantize and/or --prune wanda; --compare: the table
   tuneforge compare-methods cfg.yaml           the same task with full, freeze, lora, qlora, adapter, prefix
   tuneforge estimate cfg.yaml                  peak memory, FLOPs and time before a run (also printed by train)
 """
@@ -38,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare_methods(sub)
     _add_estimate(sub)
     _add_export(sub)
+    _add_optimize(sub)
     _add_serve(sub)
     _add_tune(sub)
     _add_runs(sub)
@@ -139,6 +142,24 @@ def _add_export(sub: Any) -> None:
                                                         "converter), q4_k_m, q5_k_m, q6_k, q4_0 (need llama-cpp-python)")
 
 
+def _add_optimize(sub: Any) -> None:
+    from tuneforge.export.prune import METHODS
+
+    optimize = sub.add_parser("optimize", help="quantize and/or prune a run's model (a folder that loads like any "
+                                               "run); --compare: every variant measured against the original")
+    optimize.add_argument("run_dir", help="run folder written by tuneforge train")
+    optimize.add_argument("--output", required=True, help="folder to write")
+    optimize.add_argument("--quantize", help="int8 | int8-dynamic (torchao), torch-int8-dynamic, bnb-int8, nf4")
+    optimize.add_argument("--prune", choices=METHODS, help="magnitude | wanda (unstructured, weights zeroed) | "
+                                                          "structured (MLP channels and head groups removed)")
+    optimize.add_argument("--sparsity", type=float, default=0.5, help="share pruned (default 0.5)")
+    optimize.add_argument("--compare", action="store_true", help="build and measure every variant on the run's "
+                                                                 "test split: optimize.json and optimize.html")
+    optimize.add_argument("--threads", type=int, default=2, help="threads of each measurement (--compare)")
+    optimize.add_argument("--variants", help="--compare only these rows, comma-separated (e.g. \"torchao int8 "
+                                             "weight-only,wanda 50%%\"); the fp32 reference is always measured")
+
+
 def _add_tune(sub: Any) -> None:
     tune = sub.add_parser("tune", help="search hyperparameters (the config's hpo: section) with pruning")
     tune.add_argument("config", help="YAML run config with an hpo: section")
@@ -217,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  "predict": _predict,
                                                  "config": _config, "tune": _tune, "runs": _runs,
                                                  "generate": _generate, "chat": _chat, "export": _export,
+                                                 "optimize": _optimize,
                                                  "serve": _serve, "compare-methods": _compare_methods, "estimate": _estimate}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging
@@ -441,6 +463,33 @@ def _export(args: Any) -> int:
     detail = f" (max |merged - unmerged| logit difference {facts['max_abs_logit_difference']:.1e})" \
         if facts["merged"] else ""
     print(f"{'merged' if facts['merged'] else 'copied'} {facts['method']} -> {facts['output']}{detail}")
+    return 0
+
+
+def _optimize(args: Any) -> int:
+    def log(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    if args.compare:
+        from tuneforge.evaluation.optimize_report import table_rows
+        from tuneforge.pipelines.optimize import chosen_rows, compare
+
+        result = compare(args.run_dir, args.output, chosen_rows(args.variants), threads=args.threads, log=log)
+        rows = table_rows(result)
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        widths = {c: max(len(c), *(len(row.get(c, "")) for row in rows)) for c in columns}
+        print("  ".join(c.ljust(widths[c]) for c in columns))
+        for row in rows:
+            print("  ".join(row.get(c, "").ljust(widths[c]) for c in columns))
+        print(f"table: {Path(args.output) / 'optimize.html'}")
+        return 0
+    from tuneforge.pipelines.optimize import optimize
+
+    facts = optimize(args.run_dir, args.output, args.quantize, args.prune, args.sparsity, log=log)
+    done = ", ".join(part for part in (facts.get("quantize") and f"quantized {facts['quantize']}",
+                                       facts.get("prune") and f"pruned {facts['prune']} {facts['sparsity']:.0%}")
+                     if part)
+    print(f"{done} -> {facts['output']} (loads with predict/generate/serve like a run)")
     return 0
 
 

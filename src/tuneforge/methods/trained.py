@@ -46,9 +46,11 @@ def _load(model_dir: Path, meta: dict[str, Any], auto: Any, **base_kwargs: Any) 
         from tuneforge.methods.adapter_layers import load_adapter
 
         return load_adapter(base(), model_dir)
+    from tuneforge.models.quantized import quantize_on_load
+
     model = auto.from_pretrained(str(model_dir))
     first_token_only(model)
-    return model
+    return quantize_on_load(model, meta)  # an optimized folder whose quantization has no saved form
 
 
 def load_adapters(base_model: str, auto: Any, adapters: dict[str, Path], precision: str) -> Any:

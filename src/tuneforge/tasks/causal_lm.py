@@ -29,6 +29,8 @@ register(TaskSpec(
     architectures=("ForCausalLM", "LMHeadModel", "ForConditionalGeneration"),
     needs="a decoder with a language-model head (e.g. ...ForCausalLM)",
     **GENERATIVE_STEPS,
+    variant_outputs="tuneforge.tasks.variants:generative_outputs",
+    variant_figures="tuneforge.tasks.variants:generative_figures",
     starter=("smollm2-135m", "offline:chatterbot", "chat data (messages, sharegpt, alpaca, prompt/completion) or "
                                                    "raw text"),
 ))

@@ -174,6 +174,17 @@ def _batches(encoded: dict[str, Any], packing: bool, config: RunConfig) -> tuple
     return as_rows(rows), as_rows(validation), tokens
 
 
+def test_prompts(prepared: Prepared, tokenizer: Any, config: RunConfig) -> dict[str, Any]:
+    """How the test split is put to a model: ``prompts`` (examples -> prompt ids), the encoder inputs of every test
+    example (seq2seq, for perplexity) and the stop token ids."""
+    formatter, encoded, data = prepared.extra["formatter"], prepared.extra["encoded"], prepared.data
+    seq2seq = config.model.task == "seq2seq"
+    return {"prompts": lambda examples: _prompts(examples, formatter, tokenizer, config),
+            "encoder_inputs": _prompts(_kept(data.splits["test"], encoded["test_kept"]), formatter, tokenizer, config)
+            if seq2seq else None,
+            "stop": formatter.stop_token_ids if formatter else [tokenizer.sep_token_id or tokenizer.eos_token_id]}
+
+
 def _prompts(examples: list[Example], formatter: ChatFormatter | None, tokenizer: Any,
              config: RunConfig) -> list[list[int]]:
     if formatter is not None:

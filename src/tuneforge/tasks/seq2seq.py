@@ -24,5 +24,7 @@ register(TaskSpec(
     labelled_head=False,
     report="tuneforge.evaluation.report_generative:generative_parts",
     **GENERATIVE_STEPS,
+    variant_outputs="tuneforge.tasks.variants:generative_outputs",
+    variant_figures="tuneforge.tasks.variants:generative_figures",
     starter=("minilm+minilm", "data/pairs.jsonl", "prompt/completion pairs (or alpaca) in jsonl"),
 ))

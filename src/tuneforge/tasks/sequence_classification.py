@@ -40,6 +40,8 @@ register(TaskSpec(
     class_weighted=True,
     augments=True,
     **steps(HERE, predictor="load_label_predictor"),
+    variant_outputs="tuneforge.tasks.variants:classification_outputs",
+    variant_figures="tuneforge.tasks.variants:classification_figures",
     starter=("minilm", "offline:bbc-news", "labelled text: csv/json/jsonl/parquet with text and label columns, or a "
                                          "folder of <label>/*.txt"),
 ))

@@ -43,6 +43,10 @@ class TaskSpec:
     class_weighted: bool = False  # train.class_weights applies (a loss over classes of whole examples)
     augments: bool = False  # data.augment applies (EDA copies of labelled texts)
     starter: tuple[str, str, str] = ("minilm", "data/train.jsonl", "")  # tuneforge init: model, data, data's shape
+    # optimize --compare: (model, tokenizer, prepared, config) -> a variant's test outputs (JSON-able), and
+    # (reference outputs, variant outputs, config) -> its figures; empty: the task has no table of variants yet
+    variant_outputs: str = ""
+    variant_figures: str = ""
 
     def check_model(self, name: str, path: str, revision: str | None = None) -> None:
         """Refuse, before anything loads, a model that cannot do this task (an encoder-only model for a decoder's

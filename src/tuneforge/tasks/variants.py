@@ -1,0 +1,89 @@
+"""Scoring variants of one run's model (quantized, pruned, exported) on its test split, for a table of trade-offs:
+each variant's outputs (``*_outputs``: JSON-able, computed where the variant is loaded) and the figures comparing it
+with the unoptimized model (``*_figures``: the task metric with its interval and the paired difference)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuneforge.tasks.spec import Prepared
+
+SPEED_EXAMPLES = 64  # classification: examples per timed pass
+SPEED_PROMPTS, SPEED_TOKENS = 4, 32  # generation: prompts of a timed batch, tokens written for each
+SAME_ANSWER_PROMPTS = 16  # greedy answers compared with the unoptimized model's
+
+
+def classification_outputs(model: Any, tokenizer: Any, prepared: Prepared, config: Any) -> dict[str, Any]:
+    from tuneforge.evaluation.speed import median_rate
+    from tuneforge.tasks.sequence_classification import predict_logits
+
+    data = prepared.data
+    texts = data.texts("test")
+    logits = predict_logits(model, tokenizer, texts, config.data.max_length, batch_size=16)
+    sample = texts[:SPEED_EXAMPLES]
+    speed = median_rate(lambda: predict_logits(model, tokenizer, sample, config.data.max_length, batch_size=16),
+                        len(sample))
+    return {"labels": data.labels, "y_true": [int(y) for y in data.label_ids("test")],
+            "y_pred": [int(y) for y in logits.argmax(axis=1)], "speed": {**speed, "unit": "examples"}}
+
+
+def classification_figures(reference: dict[str, Any], variant: dict[str, Any], config: Any) -> dict[str, Any]:
+    from tuneforge.evaluation.metrics import bootstrap_indices, classification_metrics, paired_difference
+
+    y_true = variant["y_true"]
+    indices = bootstrap_indices(len(y_true), config.evaluation.bootstrap_samples, config.train.seed)
+    confidence = config.evaluation.confidence
+    figures = classification_metrics(y_true, variant["y_pred"], variant["labels"], indices, confidence)
+    difference = paired_difference(y_true, variant["y_pred"], reference["y_pred"], len(variant["labels"]), indices,
+                                   confidence)
+    agree = sum(a == b for a, b in zip(variant["y_pred"], reference["y_pred"])) / max(1, len(y_true))
+    return {"metric": "macro_f1", "value": figures["macro_f1"], "ci": figures["macro_f1_ci"],
+            "minus_reference": difference["macro_f1"], "minus_reference_ci": difference["macro_f1_ci"],
+            "accuracy": figures["accuracy"], "same_prediction_share": round(agree, 4), "n": len(y_true)}
+
+
+def generative_outputs(model: Any, tokenizer: Any, prepared: Prepared, config: Any) -> dict[str, Any]:
+    from tuneforge.evaluation.generation import generate, sequence_nll
+    from tuneforge.evaluation.speed import median_rate
+    from tuneforge.tasks.generative_eval import sample_for_generation
+    from tuneforge.tasks.generative import test_prompts
+
+    seq2seq = config.model.task == "seq2seq"
+    encoded = prepared.extra["encoded"]
+    prompts_of = test_prompts(prepared, tokenizer, config)
+    nll, tokens = sequence_nll(model, encoded["test"], encoder_decoder=seq2seq, prompts=prompts_of["encoder_inputs"])
+    sampled = sample_for_generation(prepared.data.splits["test"], SAME_ANSWER_PROMPTS, config.train.seed)
+    prompts = prompts_of["prompts"](sampled)
+    greedy = config.evaluation.generation.model_copy(update={"max_new_tokens": SPEED_TOKENS, "do_sample": False})
+    stop = prompts_of["stop"]
+    answers = generate(model, tokenizer, prompts, greedy, stop, seq2seq, "greedy answers")
+    timed = greedy.model_copy(update={"batch_size": SPEED_PROMPTS})
+    written: list[int] = []
+
+    def work() -> None:
+        written.append(sum(g.new_tokens for g in generate(model, tokenizer, prompts[:SPEED_PROMPTS], timed, [],
+                                                          seq2seq, "timing")))
+
+    speed = median_rate(work, SPEED_PROMPTS * SPEED_TOKENS)
+    return {"nll": nll.tolist(), "tokens": tokens.tolist(), "answers": [g.text for g in answers],
+            "speed": {**speed, "unit": "tokens", "tokens_written": written[-1] if written else 0}}
+
+
+def generative_figures(reference: dict[str, Any], variant: dict[str, Any], config: Any) -> dict[str, Any]:
+    import numpy as np
+
+    from tuneforge.evaluation.metrics import bootstrap_indices, percentile_interval
+    from tuneforge.evaluation.text_metrics import perplexity
+
+    nll, tokens = np.asarray(variant["nll"]), np.asarray(variant["tokens"], dtype=float)
+    ref_nll = np.asarray(reference["nll"])
+    indices = bootstrap_indices(len(nll), config.evaluation.bootstrap_samples, config.train.seed)
+    confidence = config.evaluation.confidence
+    figures = perplexity(nll, tokens, indices, confidence)
+    boot_tokens = tokens[indices].sum(axis=1)
+    differences = np.exp(nll[indices].sum(axis=1) / boot_tokens) - np.exp(ref_nll[indices].sum(axis=1) / boot_tokens)
+    point = figures["perplexity"] - float(np.exp(ref_nll.sum() / tokens.sum())) + 0.0  # (no -0.0)
+    same = sum(a == b for a, b in zip(variant["answers"], reference["answers"])) / max(1, len(reference["answers"]))
+    return {"metric": "perplexity", "value": figures["perplexity"], "ci": figures["perplexity_ci"],
+            "minus_reference": round(point, 4) + 0.0, "minus_reference_ci": percentile_interval(differences, confidence),
+            "same_greedy_answer_share": round(same, 4), "n": len(nll)}
