@@ -107,3 +107,16 @@ def test_serve_batching_measures_tuneforge_and_transformers_serve(tiny_llama, ch
         assert figures["requests_per_s"] > 0 and 0 < figures["p50_latency_s"] <= figures["p95_latency_s"]
     assert result["ratios"]["requests_per_s_vs_transformers_serve"] == round(
         result["tuneforge_batched"]["requests_per_s"] / result["transformers_serve"]["requests_per_s"], 3)
+
+
+def test_optimize_table_runs_on_a_tiny_model(tiny_bert, tiny_csv, tmp_path):
+    result = run_benchmark("optimize_table.py", "--model", tiny_bert, "--set", f"data.path={tiny_csv}",
+                           "--set", "train.epochs=1", "--set", "data.max_rows=null", "--variants",
+                           "torchao int8 dynamic", "--threads", "1", "--workdir", str(tmp_path))
+    rows = {row["name"]: row for row in result["rows"]}
+    assert list(rows) == ["fp32", "torchao int8 dynamic"] and result["task"] == "classification"
+    for row in rows.values():
+        assert "error" not in row, row
+        low, high = row["figures"]["ci"]
+        assert low <= row["figures"]["value"] <= high and row["speed"]["per_second"] > 0
+    assert rows["torchao int8 dynamic"]["ratios"]["size"] < 1 and (tmp_path / "optimize" / "optimize.html").exists()

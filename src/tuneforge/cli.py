@@ -244,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     # bitsandbytes warns on import, on every CPU without its optional kernels package: not the user's concern
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # (and torchao, imported by peft, about its GPU-only kernels and torch.compile registrations)
+    for name in ("bitsandbytes", "torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return commands[args.command](args)
     except KeyboardInterrupt as interrupt:

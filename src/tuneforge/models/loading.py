@@ -28,7 +28,8 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
     for name in ("mlflow", "alembic", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    for name in ("bitsandbytes", "torchao", "torch.utils._pytree"):  # optional kernels absent; torch.compile notes
+        logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
     warnings.filterwarnings("ignore", message=".*torch.jit.script_method.*")
 
