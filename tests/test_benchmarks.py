@@ -111,7 +111,7 @@ def test_serve_batching_measures_tuneforge_and_transformers_serve(tiny_llama, ch
 
 def test_optimize_table_runs_on_a_tiny_model(tiny_bert, tiny_csv, tmp_path):
     result = run_benchmark("optimize_table.py", "--model", tiny_bert, "--set", f"data.path={tiny_csv}",
-                           "--set", "train.epochs=1", "--set", "data.max_rows=null", "--variants",
+                           "--set", "train.epochs=1", "--set", "method.layers=1", "--variants",
                            "torchao int8 dynamic", "--threads", "1", "--workdir", str(tmp_path))
     rows = {row["name"]: row for row in result["rows"]}
     assert list(rows) == ["fp32", "torchao int8 dynamic"] and result["task"] == "classification"
