@@ -114,7 +114,7 @@ def test_optimize_table_runs_on_a_tiny_model(tiny_bert, tiny_csv, tmp_path):
                            "--set", "train.epochs=1", "--set", "method.layers=1", "--variants",
                            "torchao int8 dynamic", "--threads", "1", "--workdir", str(tmp_path))
     rows = {row["name"]: row for row in result["rows"]}
-    assert list(rows) == ["fp32", "torchao int8 dynamic"] and result["task"] == "classification"
+    assert list(rows) == ["fp32", "torchao int8 dynamic"] and result["task"] == "sequence-classification"
     for row in rows.values():
         assert "error" not in row, row
         low, high = row["figures"]["ci"]

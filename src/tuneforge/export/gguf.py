@@ -67,9 +67,12 @@ def converter_dir() -> Path:
 def check_convertible(model_dir: Path, meta: dict[str, Any]) -> None:
     import json
 
-    if meta.get("task") != "causal-lm":
+    from tuneforge.tasks.registry import task_spec
+    from tuneforge.tasks.run_folder import task_of
+
+    if not task_spec(task_of(meta)).next_token_loss:  # a decoder-only language model
         raise UserError(f"GGUF export is for decoder-only language models (causal-lm runs); this run is "
-                        f"{meta.get('task')}: export --format hf instead")
+                        f"{task_of(meta)}: export --format hf instead")
     config = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").exists() else {}
     kind = config.get("model_type")
     if kind is not None and kind not in ARCHITECTURES:

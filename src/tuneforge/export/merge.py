@@ -48,7 +48,7 @@ def export_run(run_dir: str | Path, output: str | Path, merge: bool = True) -> d
                         f"{', '.join(MERGEABLE)}); export without --merge to copy the adapter")
     from transformers import AutoTokenizer
 
-    auto, base_kwargs = _auto_class(meta)
+    auto, base_kwargs = auto_class_of(meta)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     unmerged = _load_adapter_model(model_dir, meta, auto, base_kwargs).eval()
     sample = tokenizer(["The quick brown fox jumps over the lazy dog.", "Hello"], padding=True, return_tensors="pt")
@@ -76,7 +76,7 @@ def _finish(staging: Path, output: Path, facts: dict[str, Any]) -> dict[str, Any
     return {**facts, "output": str(output)}
 
 
-def _auto_class(meta: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def auto_class_of(meta: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The task's transformers class, and for a head sized by the run's labels (classes, tags) their names."""
     import transformers
 

@@ -92,10 +92,10 @@ def _build(run_dir: Path, model_dir: Path, meta: dict[str, Any], scratch: Path, 
            prune: str | None, sparsity: float, log: Callable[[str], None], prepared: Any) -> dict[str, Any]:
     import torch
 
-    from tuneforge.export.merge import _auto_class
+    from tuneforge.export.merge import auto_class_of
     from tuneforge.export.quantize import quantize_folder
 
-    auto, _ = _auto_class(meta)
+    auto, _ = auto_class_of(meta)
     source = standalone(run_dir, model_dir, meta, scratch / "merged")
     facts: dict[str, Any] = {"source_run": str(run_dir.resolve())}
     if prune is not None:

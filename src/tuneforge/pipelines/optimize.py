@@ -59,7 +59,7 @@ def optimize(run_dir: str | Path, output: str | Path, quantize: str | None = Non
 def compare(run_dir: str | Path, output: str | Path, rows: tuple[Row, ...] = ROWS, threads: int = 2,
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Build and measure every row; a row that fails says why and the table goes on."""
-    from tuneforge.export.optimize import folder_bytes, prepared_data, run_config
+    from tuneforge.export.optimize import build_variant, folder_bytes, prepared_data, run_config
     from tuneforge.models.loading import quiet_libraries
     from tuneforge.tasks.registry import task_spec
     from tuneforge.tasks.run_folder import read_model_meta, task_of
@@ -81,8 +81,6 @@ def compare(run_dir: str | Path, output: str | Path, rows: tuple[Row, ...] = ROW
         try:
             if row.prune and prepared is None:
                 prepared, _ = prepared_data(run_dir, model_dir, config)
-            from tuneforge.export.optimize import build_variant
-
             entry["built"] = build_variant(run_dir, folder, row.quantize, row.prune, row.sparsity, lambda _: None,
                                            prepared, row.precision)
             entry["bytes"] = folder_bytes(folder)
