@@ -102,22 +102,27 @@ def test_smollm2_chat_quickstart_on_a_small_sample(tmp_path):
     assert facts["bytes"] < 200e6  # 8.5 bits a weight: ~145 MB, against 540 MB for the fp32 weights
     try:
         from llama_cpp import Llama
-    except ImportError:  # llama-cpp-python is an optional extra (it builds from source)
+    except ImportError:  # llama-cpp-python is an optional extra (tuneforge[llama]: it builds from source)
         return
-    llm = Llama(model_path=facts["output"], n_ctx=512, n_threads=2, verbose=False)
+    # llama.cpp itself runs the f32 export and writes, greedily, what transformers writes with the run in fp32 (a
+    # q8_0 file agrees on 97% of tokens but near-ties flip some answers); q4_k_m goes through llama.cpp's quantizer
+    exact = export_gguf(result.run_dir, tmp_path / "gguf-f32", "f32", log=lambda _: None)
+    llm = Llama(model_path=exact["output"], n_ctx=512, n_threads=2, verbose=False)
     from tuneforge.pipelines.generate import load_generator
 
-    generator = load_generator(result.run_dir, max_new_tokens=16)
+    generator = load_generator(result.run_dir, precision="fp32", max_new_tokens=16)
     for prompt in ("What is a computer?", "Do you like music?", "Who are you?", "What is your name?", "Tell me a joke."):
         ids = generator.prompt_ids([{"role": "user", "content": prompt}])
-        ours = generator.generate([prompt])[0]["output"]
-        tokens = []
+        tokens: list[int] = []
         for token in llm.generate(ids, top_k=1, temp=0.0, repeat_penalty=1.0):
             if token in generator.stop_ids or len(tokens) >= 16:
                 break
             tokens.append(token)
         theirs = generator.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-        assert theirs == ours.strip(), (prompt, ours, theirs)
+        assert theirs == generator.generate([prompt])[0]["output"].strip(), prompt
+    small = export_gguf(result.run_dir, tmp_path / "gguf-q4", "q4_k_m", log=lambda _: None)
+    assert small["bytes"] < 0.75 * facts["bytes"] and "Q4_K" in small["metadata"]["tensor_types"]
+    assert small["agreement"]["top1_agreement"] >= small["agreement"]["required_top1"] == 0.80
 
 
 def test_minilm_ner_on_wnut16_beats_memorization(tmp_path):

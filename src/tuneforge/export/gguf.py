@@ -122,12 +122,23 @@ def quantize(source: Path, output: Path, quant: str) -> None:
 
     import llama_cpp
 
+    global _SILENT
+    _SILENT = _SILENT or llama_cpp.llama_log_callback(_silent)
+
+    llama_cpp.llama_log_set(_SILENT, ctypes.c_void_p(0))  # its loader's dump of every key is not for the console
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANTIZER_TYPES[quant]
     params.nthread = max(1, int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
     if llama_cpp.llama_model_quantize(str(source).encode(), str(output).encode(), ctypes.byref(params)) != 0:
         raise UserError(f"llama.cpp could not quantize {source} to {quant}")
+
+
+def _silent(level: int, text: bytes, data: Any) -> None:
+    return None
+
+
+_SILENT: Any = None  # llama.cpp's log callback, kept referenced while llama.cpp holds it
 
 
 def metadata(path: Path) -> dict[str, Any]:

@@ -64,6 +64,9 @@ def build_variant(run_dir: str | Path, output: str | Path, quantize: str | None 
     standalone model, computing in that precision (the table's reference rows)."""
     from tuneforge.export.quantize import check_quantizer
     from tuneforge.tasks.run_folder import read_model_meta
+    from tuneforge.models.loading import quiet_libraries
+
+    quiet_libraries()
 
     if quantize is None and prune is None and precision is None:
         raise UserError("nothing to do: give --quantize and/or --prune (or --compare for the table of all of them)")

@@ -27,6 +27,9 @@ def export_gguf(run_dir: str | Path, output: str | Path, quant: str = "q8_0",
     from tuneforge.export import gguf
     from tuneforge.tasks.run_folder import read_model_meta
 
+    from tuneforge.models.loading import quiet_libraries
+
+    quiet_libraries()
     model_dir, meta = read_model_meta(run_dir)
     gguf.check_convertible(model_dir, meta)
     gguf.check_quant(quant)
