@@ -65,8 +65,6 @@ def test_wanda_zeroes_the_lowest_weight_times_activation_in_every_row():
     assert zeros.sum(dim=1).eq(32).all()  # half of every output row
     assert torch.equal(zeros.gather(1, expected), torch.ones_like(expected, dtype=torch.bool))
     assert torch.equal(model.classifier.weight, head_before)  # the task's head is never pruned
-    magnitude = BertForSequenceClassification(config).eval()
-    magnitude.load_state_dict({k: v for k, v in model.state_dict().items()}, strict=False)
     torch.manual_seed(0)
     fresh = BertForSequenceClassification(config).eval()
     prune(fresh, "magnitude", 0.5, calibration)

@@ -4,7 +4,6 @@ pruned (calibrated on the run's own training split), optionally quantized, writt
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -59,12 +58,13 @@ def standalone(run_dir: Path, model_dir: Path, meta: dict[str, Any], target: Pat
 
 def build_variant(run_dir: str | Path, output: str | Path, quantize: str | None = None, prune: str | None = None,
                   sparsity: float = 0.5, log: Callable[[str], None] = print,
-                  prepared: Any = None, precision: str | None = None) -> dict[str, Any]:
+                  prepared: Any = None, precision: str | None = None, merged: Path | None = None) -> dict[str, Any]:
     """Write the variant to ``output`` (atomically); returns what was done. ``precision`` alone: the unoptimized
-    standalone model, computing in that precision (the table's reference rows)."""
+    standalone model, computing in that precision (the table's reference rows). ``merged``: the run's standalone
+    model made once already (see :func:`standalone`), for a table of many variants."""
     from tuneforge.export.quantize import check_quantizer
-    from tuneforge.tasks.run_folder import read_model_meta
     from tuneforge.models.loading import quiet_libraries
+    from tuneforge.tasks.run_folder import read_model_meta
 
     quiet_libraries()
 
@@ -79,10 +79,9 @@ def build_variant(run_dir: str | Path, output: str | Path, quantize: str | None 
     staging.parent.mkdir(parents=True, exist_ok=True)
     try:
         with tempfile.TemporaryDirectory(dir=staging.parent) as scratch:
-            facts = _build(run_dir, model_dir, meta, Path(scratch), staging, quantize, prune, sparsity, log, prepared)
-            if precision is not None:
-                record = read_json(staging / "tuneforge.json")
-                atomic_write_json(staging / "tuneforge.json", {**record, "precision": precision})
+            source = merged or standalone(run_dir, model_dir, meta, Path(scratch) / "merged")
+            facts = _build(run_dir, model_dir, meta, source, Path(scratch), staging, quantize, prune, sparsity, log,
+                           prepared, precision)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -91,15 +90,15 @@ def build_variant(run_dir: str | Path, output: str | Path, quantize: str | None 
     return {**facts, "output": str(output)}
 
 
-def _build(run_dir: Path, model_dir: Path, meta: dict[str, Any], scratch: Path, staging: Path, quantize: str | None,
-           prune: str | None, sparsity: float, log: Callable[[str], None], prepared: Any) -> dict[str, Any]:
+def _build(run_dir: Path, model_dir: Path, meta: dict[str, Any], source: Path, scratch: Path, staging: Path,
+           quantize: str | None, prune: str | None, sparsity: float, log: Callable[[str], None], prepared: Any,
+           precision: str | None) -> dict[str, Any]:
     import torch
 
     from tuneforge.export.merge import auto_class_of
     from tuneforge.export.quantize import quantize_folder
 
     auto, _ = auto_class_of(meta)
-    source = standalone(run_dir, model_dir, meta, scratch / "merged")
     facts: dict[str, Any] = {"source_run": str(run_dir.resolve())}
     if prune is not None:
         from tuneforge.export.prune import prune as prune_model
@@ -124,9 +123,9 @@ def _build(run_dir: Path, model_dir: Path, meta: dict[str, Any], scratch: Path, 
     _copy_tokenizer(source, staging)
     record = {**meta, "method": "full", "merged_from": meta.get("merged_from") or meta.get("method"),
               "optimized": facts}
-    # fp32: quantized kernels set their own arithmetic (no autocast around them), and a pruned model is compared with
-    # the fp32 original on what pruning changed alone (--compare has a bf16 row of its own)
-    record["precision"] = "fp32"
+    # fp32 unless told: quantized kernels set their own arithmetic (no autocast around them), and a pruned model is
+    # compared with the fp32 original on what pruning changed alone (--compare has a bf16 row of its own)
+    record["precision"] = precision or "fp32"
     atomic_write_json(staging / "tuneforge.json", record)
     return facts
 
@@ -141,7 +140,3 @@ def _copy_tokenizer(source: Path, target: Path) -> None:
 def folder_bytes(folder: Path) -> int:
     """What the variant costs on disk: its weights and config (tokenizer files are the same for every variant)."""
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name not in TOKENIZER_FILES)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())

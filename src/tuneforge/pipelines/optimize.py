@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -59,7 +60,7 @@ def optimize(run_dir: str | Path, output: str | Path, quantize: str | None = Non
 def compare(run_dir: str | Path, output: str | Path, rows: tuple[Row, ...] = ROWS, threads: int = 2,
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Build and measure every row; a row that fails says why and the table goes on."""
-    from tuneforge.export.optimize import build_variant, folder_bytes, prepared_data, run_config
+    from tuneforge.export.optimize import build_variant, folder_bytes, prepared_data, run_config, standalone
     from tuneforge.models.loading import quiet_libraries
     from tuneforge.tasks.registry import task_spec
     from tuneforge.tasks.run_folder import read_model_meta, task_of
@@ -74,21 +75,24 @@ def compare(run_dir: str | Path, output: str | Path, rows: tuple[Row, ...] = ROW
     config = run_config(run_dir)
     prepared = None
     table: list[dict[str, Any]] = []
-    for number, row in enumerate(rows, 1):
-        log(f"[{number}/{len(rows)}] {row.name}")
-        folder = output / "variants" / row.name.replace(" ", "-").replace("%", "")
-        entry: dict[str, Any] = {"name": row.name, "folder": str(folder)}
-        try:
-            if row.prune and prepared is None:
-                prepared, _ = prepared_data(run_dir, model_dir, config)
-            entry["built"] = build_variant(run_dir, folder, row.quantize, row.prune, row.sparsity, lambda _: None,
-                                           prepared, row.precision)
-            entry["bytes"] = folder_bytes(folder)
-            entry.update(_measure(folder, run_dir, output / "measurements" / f"{folder.name}.json", threads))
-        except Exception as exc:  # noqa: BLE001 - a library that cannot do this variant here: said in its row
-            entry["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            log(f"  {row.name}: failed ({entry['error']})")
-        table.append(entry)
+    output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output) as scratch:
+        merged = standalone(run_dir, model_dir, meta, Path(scratch) / "merged")  # once, not once per row
+        for number, row in enumerate(rows, 1):
+            log(f"[{number}/{len(rows)}] {row.name}")
+            folder = output / "variants" / row.name.replace(" ", "-").replace("%", "")
+            entry: dict[str, Any] = {"name": row.name, "folder": str(folder)}
+            try:
+                if row.prune and prepared is None:
+                    prepared, _ = prepared_data(run_dir, model_dir, config)
+                entry["built"] = build_variant(run_dir, folder, row.quantize, row.prune, row.sparsity, lambda _: None,
+                                               prepared, row.precision, merged)
+                entry["bytes"] = folder_bytes(folder)
+                entry.update(_measure(folder, run_dir, output / "measurements" / f"{folder.name}.json", threads))
+            except Exception as exc:  # noqa: BLE001 - a library that cannot do this variant here: said in its row
+                entry["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                log(f"  {row.name}: failed ({entry['error']})")
+            table.append(entry)
     reference = next((e for e in table if e["name"] == rows[0].name and "outputs" in e), None)
     if reference is None:
         raise UserError(f"the reference row ({rows[0].name}) could not be measured: {table[0].get('error')}")
