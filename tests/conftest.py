@@ -226,3 +226,22 @@ def generative_config(model: str, path: Path | str, task: str = "causal-lm", **s
 def losses(run_dir: Path) -> list[float]:
     lines = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
     return [line["loss"] for line in lines if "loss" in line]
+
+
+def make_pair_rows(count: int = 96, seed: int = 0) -> list[dict]:
+    """Preference pairs a tiny model can tell apart: the chosen answer is the right sum and ends politely."""
+    rng = random.Random(seed)
+    rows = []
+    for number in rng.sample(range(1, 500), count):
+        colour = rng.choice(["red", "blue", "green", "gold"])
+        rows.append({"prompt": f"{number} plus one, {colour}?", "chosen": f"{number + 1} {colour}, thanks",
+                     "rejected": f"{number + 7} {colour}, whatever"})
+    return rows
+
+
+def preference_config(model: str, path, task: str, **sections: dict) -> dict:
+    """A tiny preference run: LoRA on every linear layer, short answers, few bootstrap resamples."""
+    config = generative_config(model, path, task=task, **sections)
+    config["name"] = f"tiny-{task}"
+    config["preference"] = {"max_new_tokens": 6, "max_prompts": 8, **sections.get("preference", {})}
+    return config

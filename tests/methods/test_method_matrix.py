@@ -29,8 +29,19 @@ LOSS_AFTER_AT_MOST = {"prompt": 0.98}
 # default 1e-2; (method, task) entries win. Prompt tuning on a random decoder needs a prompt-tuning-sized rate.
 LEARNING_RATE = {"full": 1e-3, "freeze": 1e-3, "ia3": 1e-1, "prefix": 1e-1, "prompt": 1e-1,
                  ("prompt", "causal-lm"): 3e-1}
+
+
+def _head(task: str) -> tuple:
+    """What a method sees of a task: its model class and head (a reward model is a one-output classifier, a
+    preference policy a causal LM: they add nothing new to what a method does)."""
+    spec = task_spec(task)
+    return spec.auto_class, spec.peft_task_type, spec.head_modules, spec.per_token_head, spec.vocabulary_head
+
+
+HEAD_TASKS = [task for n, task in enumerate(available_tasks())
+              if _head(task) not in {_head(other) for other in available_tasks()[:n]}]
 COMBOS = [(name, extra, task) for name in available_methods() for extra in [{}, *VARIANTS.get(name, [])]
-          for task in available_tasks() if spec_for(name).per_token_heads or not task_spec(task).per_token_head]
+          for task in HEAD_TASKS if spec_for(name).per_token_heads or not task_spec(task).per_token_head]
 AUTO = {"sequence-classification": "AutoModelForSequenceClassification",
         "token-classification": "AutoModelForTokenClassification",
         "question-answering": "AutoModelForQuestionAnswering", "causal-lm": "AutoModelForCausalLM",
@@ -234,4 +245,5 @@ def merged_names(model) -> list:
 
 def test_every_method_is_in_the_matrix():
     assert {name for name, _, _ in COMBOS} == set(available_methods())
-    assert len(COMBOS) >= len(available_tasks()) * len(available_methods()) - 2  # prompt: no per-token heads
+    assert set(HEAD_TASKS) == set(AUTO)  # every kind of head, once
+    assert len(COMBOS) >= len(HEAD_TASKS) * len(available_methods()) - 2  # prompt: no per-token heads

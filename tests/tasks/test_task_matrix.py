@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import make_chat_rows, make_records, make_rows, write_conll, write_jsonl
+from conftest import make_chat_rows, make_pair_rows, make_records, make_rows, write_conll, write_jsonl
 
 HERE = Path(__file__).parent
 
@@ -92,6 +92,14 @@ def _replay_generations(run: Path) -> tuple[Any, Any]:
     return [r["finetuned"] for r in rows], [g["output"] for g in generator.generate([r["prompt"] for r in rows])]
 
 
+def _replay_rewards(run: Path) -> tuple[Any, Any]:
+    from tuneforge.pipelines.predict import load_predictor
+
+    rows = _jsonl(run, "predictions.jsonl")
+    fresh = load_predictor(run).predict([r["text_chosen"] for r in rows])
+    return [True] * len(rows), [abs(f["reward"] - r["reward_chosen"]) < 1e-3 for f, r in zip(fresh, rows)]
+
+
 LORA = {"name": "lora", "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"}
 CASES = {
     "sequence-classification": Case("tiny_bert", _csv, {}, _replay_classification,
@@ -105,14 +113,22 @@ CASES = {
                       {"data": {"max_length": 48}}, _replay_generations, ["3 plus one, goal?", "hello"]),
     "seq2seq": Case("tiny_t5", _prompt_completion, {"data": {"max_length": 48}}, _replay_generations,
                     ["3 plus one, goal?", "hello"]),
+    "reward-model": Case("tiny_llama", lambda f: write_jsonl(f / "pairs.jsonl", make_pair_rows(48)),
+                         {"data": {"max_length": 32}}, _replay_rewards, ["3 plus one? 4, thanks", "hello"]),
+    "dpo": Case("tiny_llama", lambda f: write_jsonl(f / "pairs.jsonl", make_pair_rows(48)),
+                {"data": {"max_length": 32}, "preference": {"max_new_tokens": 6, "max_prompts": 8}},
+                _replay_generations, ["3 plus one, goal?", "hello"]),
 }
+# the other preference objectives share dpo's policy, predictor, export and report; their trainers (KTO, ORPO, GRPO,
+# PPO) and the sft -> reward-model -> ppo chain are exercised in test_preference.py
+SHARED_WITH_DPO = ("kto", "orpo", "grpo", "ppo")
 
 
 def test_every_registered_task_has_a_case():
     from tuneforge.config.schema import Task
     from tuneforge.tasks.registry import available_tasks
 
-    assert set(available_tasks()) == set(CASES)
+    assert set(available_tasks()) == set(CASES) | set(SHARED_WITH_DPO)
     assert set(Task.__args__) == set(available_tasks())  # the config's task names are the registry's
 
 
@@ -146,14 +162,14 @@ def _config(task: str, model: str, data: Path) -> dict[str, Any]:
                 "space": {"train.learning_rate": {"type": "categorical", "choices": [3e-3, 3e-2]}}},
     }
     for key, value in case.config.items():
-        config[key] = {**config[key], **value}
+        config[key] = {**config.get(key, {}), **value}
     return config
 
 
 @pytest.mark.parametrize("task", list(CASES))
 def test_task_through_every_verb(task, request, tmp_path):
     from tuneforge.config import load_config
-    from tuneforge.pipelines.compare_methods import compare_methods
+    from tuneforge.pipelines.compare_methods import compare_methods, headline_metric
     from tuneforge.pipelines.export import export_run
     from tuneforge.pipelines.tune import tune
     from tuneforge.tasks.registry import task_spec
@@ -204,7 +220,7 @@ def test_task_through_every_verb(task, request, tmp_path):
     # compare-methods shows the task's headline metric
     rows = compare_methods(config, ["lora"], tmp_path / "compare", log=lambda _: None)
     assert "error" not in rows[0], rows[0]
-    assert isinstance(rows[0][spec.headline[0]], float), rows[0]
+    assert isinstance(rows[0][headline_metric(config)], float), rows[0]
 
 
 TRANSFORMERS_ALONE = """

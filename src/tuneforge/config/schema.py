@@ -13,20 +13,25 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-Task = Literal["sequence-classification", "token-classification", "question-answering", "causal-lm", "seq2seq"]
-DatasetFormat = Literal["auto", "labelled", "alpaca", "sharegpt", "messages", "prompt-completion", "text"]
+Task = Literal["sequence-classification", "token-classification", "question-answering", "causal-lm", "seq2seq",
+               "reward-model", "dpo", "kto", "orpo", "grpo", "ppo"]
+DatasetFormat = Literal["auto", "labelled", "alpaca", "sharegpt", "messages", "prompt-completion", "text",
+                        "preference", "unpaired-preference", "prompt-only"]
 
 
 class ModelConfig(Section):
     name: str = Field(
-        description="Base model: a local folder, a .gguf file, an offline short name (minilm, smollm2-135m) "
-        "or a Hugging Face hub id."
+        description="Base model: a local folder, a .gguf file, an offline short name (minilm, smollm2-135m), "
+        "a Hugging Face hub id, or a tuneforge run folder (its trained model, merged: how stages chain, e.g. "
+        "sft -> dpo)."
     )
     task: Task = Field("sequence-classification", description="What the model learns to do: sequence-classification, "
                        "token-classification (NER: BIO tags per word), question-answering (extractive: the "
                        "answer's span in a context), "
                        "causal-lm (instruction tuning of a decoder, or continued pretraining on raw text) or "
-                       "seq2seq (an encoder-decoder; two encoder names joined by '+' build one, e.g. minilm+minilm).")
+                       "seq2seq (an encoder-decoder; two encoder names joined by '+' build one, e.g. minilm+minilm); "
+                       "preference stages: reward-model (a scorer trained on chosen/rejected pairs), dpo, kto, orpo, "
+                       "grpo, ppo (a policy tuned from model.name, usually an SFT run folder; see preference).")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) when loading from the hub.")
     trust_remote_code: bool = Field(False, description="Allow custom modelling code from the hub.")
 
@@ -213,6 +218,41 @@ class EvaluationConfig(Section):
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the intervals.")
 
 
+class PreferenceConfig(Section):
+    """Preference tuning and RLHF (tasks reward-model, dpo, kto, orpo, grpo, ppo); TRL's trainers with these settings."""
+
+    beta: float = Field(0.1, ge=0, description="Strength of the pull to the reference (dpo, kto, grpo: KL weight, 0: none; "
+                        "orpo: the odds-ratio weight, TRL's lambda).")
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = Field(
+        "sigmoid", description="dpo's loss: sigmoid (DPO), ipo (IPO: a squared loss that does not saturate), hinge "
+        "(SLiC).")
+    reward_run: str | None = Field(
+        None, description="A reward-model run folder that scores the policy's samples (ppo: required; grpo: one of "
+        "its rewards).")
+    reward_functions: list[str] = Field(
+        default_factory=list, description="grpo: Python reward functions as 'module:function' (module importable or a "
+        ".py file path), each called as f(prompts, completions, **columns) -> list of floats.")
+    judge_run: str | None = Field(
+        None, description="A reward-model run folder that did not train the policy: it judges the tuned model "
+        "against model.name (the SFT baseline) on held-out prompts (win rate, mean reward). null: no judged "
+        "figures (KL, length and the implicit reward accuracy are still reported).")
+    max_new_tokens: int = Field(32, ge=1, le=1024, description="Most tokens per sampled answer (ppo and grpo rollouts, "
+                                "the judged evaluation); generation is the slow part of ppo/grpo on a CPU.")
+    num_generations: int = Field(4, ge=2, description="grpo: answers sampled per prompt (the group whose rewards are "
+                                 "compared).")
+    kl_coef: float = Field(0.05, ge=0, description="ppo: the KL penalty to the reference in the reward.")
+    max_prompts: int = Field(64, ge=1, description="Held-out test prompts the judged evaluation generates for.")
+
+    @model_validator(mode="after")
+    def _judge_held_out(self) -> PreferenceConfig:
+        from pathlib import Path
+
+        if self.judge_run and self.reward_run and Path(self.judge_run).resolve() == Path(self.reward_run).resolve():
+            raise ValueError("judge_run is the reward_run that trains the policy: a policy tuned on a reward model "
+                             "learns to please it, so judge with another reward-model run (trained on held-out pairs)")
+        return self
+
+
 class TrackingConfig(Section):
     enabled: bool = Field(True, description="Record the run (parameters, metrics per step, artifacts) in MLflow.")
     uri: str | None = Field(None, description="MLflow tracking server URI (http://...); default: an embedded SQLite "
@@ -307,6 +347,8 @@ class RunConfig(Section):
                                                  description="Fine-tuning method (default: lora, its defaults).")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training loop settings.")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Test-time evaluation.")
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig,
+                                         description="Preference tuning and RLHF stages (reward-model, dpo, ppo ...).")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment tracking.")
     hpo: HpoConfig | None = Field(None, description="Hyperparameter search (used by tuneforge tune).")
     output_dir: str | None = Field(None, description="Run folder (default: runs/<name>-<timestamp>).")

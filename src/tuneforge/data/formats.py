@@ -48,8 +48,9 @@ def detect(fields: dict[str, Any], columns: dict[str, str]) -> str:
     """The format whose required keys (after column mapping) a record has."""
     keys = set(fields)
     if {"chosen", "rejected"} <= keys:
-        raise DataError("records with chosen/rejected are preference pairs (for DPO), which tuneforge does not "
-                        "train yet; give sft data (messages, alpaca, sharegpt, prompt/completion or text)")
+        raise DataError("records with chosen/rejected are preference pairs: train them with model.task=dpo (or "
+                        "reward-model, kto, orpo); this task needs sft data (messages, alpaca, sharegpt, "
+                        "prompt/completion or text)")
     for fmt in ("messages", "sharegpt", "alpaca", "prompt-completion"):
         if all(columns.get(key, key) in keys for key in KEYS[fmt][0]):
             return fmt

@@ -82,28 +82,29 @@ def prepare_generative(config: DataConfig, seed: int) -> GenerativeData:
 
 
 def _clean(example: Example, config: CleanConfig) -> list[str]:
+    changed: list[str] = []
+    for message in example.messages:
+        message["content"] = clean_turn(message["content"], config, changed)
+    if example.text is not None:
+        example.text = clean_turn(example.text, config, changed)
+    return sorted(set(changed))
+
+
+def clean_turn(text: str, config: CleanConfig, changed: list[str]) -> str:
     """Unicode repair and control characters as for classification; whitespace is trimmed and runs of blanks
-    collapsed, but line breaks stay (they carry meaning in answers, lists and code)."""
+    collapsed, but line breaks stay (they carry meaning in answers, lists and code). The steps that changed the text
+    are added to ``changed``."""
     steps = CleanConfig(normalize_unicode=config.normalize_unicode, strip_control=config.strip_control,
                         collapse_whitespace=False)
-    changed: list[str] = []
-
-    def fix(text: str) -> str:
-        text, done = clean_text(text.replace("\r\n", "\n"), steps)
-        changed.extend(done)
-        if config.collapse_whitespace:
-            tidy = _MANY_NEWLINES.sub("\n\n", "\n".join(_BLANK_RUN.sub(" ", line).strip()
-                                                       for line in text.split("\n"))).strip()
-            if tidy != text:
-                changed.append("whitespace_normalized")
-            text = tidy
-        return text
-
-    for message in example.messages:
-        message["content"] = fix(message["content"])
-    if example.text is not None:
-        example.text = fix(example.text)
-    return sorted(set(changed))
+    text, done = clean_text(text.replace("\r\n", "\n"), steps)
+    changed.extend(done)
+    if config.collapse_whitespace:
+        tidy = _MANY_NEWLINES.sub("\n\n", "\n".join(_BLANK_RUN.sub(" ", line).strip()
+                                                   for line in text.split("\n"))).strip()
+        if tidy != text:
+            changed.append("whitespace_normalized")
+        text = tidy
+    return text
 
 
 def _flat(messages: list[dict[str, str]]) -> str:

@@ -51,6 +51,8 @@ def export_run(run_dir: str | Path, output: str | Path, merge: bool = True) -> d
     auto, base_kwargs = auto_class_of(meta)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     unmerged = _load_adapter_model(model_dir, meta, auto, base_kwargs).eval()
+    if getattr(unmerged.config, "pad_token_id", None) is None:  # a decoder scoring sequences finds their ends by it
+        unmerged.config.pad_token_id = tokenizer.pad_token_id
     sample = tokenizer(["The quick brown fox jumps over the lazy dog.", "Hello"], padding=True, return_tensors="pt")
     inputs = _inputs(sample, unmerged)
     with torch.no_grad():
@@ -84,8 +86,8 @@ def auto_class_of(meta: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
 
     task = task_spec(meta["task"])
     auto = getattr(transformers, task.auto_class)
-    if not task.labelled_head:
-        return auto, {}
+    if not task.labelled_head:  # a head of a fixed size (a reward model's one output), else the class's own
+        return auto, ({"num_labels": task.head_size} if task.head_size == 1 else {})
     labels = meta["labels"]
     return auto, {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
                   "label2id": {label: i for i, label in enumerate(labels)}}

@@ -36,6 +36,10 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
     if local.is_file() and local.suffix == ".gguf":
         return _from_gguf(name, local.parent, local.name)
     if local.is_dir():
+        from tuneforge.models.run_model import is_run_folder, merged_run_path
+
+        if is_run_folder(local):  # a stage's parent run: its trained model (merged) is the base
+            return ResolvedModel(name, merged_run_path(local, base_path), "run")
         if not (local / "config.json").exists():
             raise UserError(f"{local}: not a model folder (no config.json); give a Hugging Face model folder")
         return ResolvedModel(name, str(local.resolve()), "local")

@@ -20,16 +20,18 @@ def quiet_libraries() -> None:
     'missing'; a trained one is loaded right after) and its weight loading/saving bars, bitsandbytes' note about
     optional CPU kernels, and deprecation chatter from dependencies go to the debug level. Idempotent."""
     import logging
+    import os
     import warnings
 
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # PPO and ORPO live in trl.experimental (pinned trl)
+    for name in ("bitsandbytes", "torchao", "torch.utils._pytree"):  # optional kernels absent; torch.compile notes
+        logging.getLogger(name).setLevel(logging.ERROR)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     for name in ("mlflow", "alembic", "optuna"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    for name in ("bitsandbytes", "torchao", "torch.utils._pytree"):  # optional kernels absent; torch.compile notes
-        logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
     warnings.filterwarnings("ignore", message=".*torch.jit.script_method.*")
 

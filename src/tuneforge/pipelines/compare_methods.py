@@ -54,6 +54,8 @@ def headline_metric(config: RunConfig) -> str:
     task = task_spec(config.model.task)
     if task.generates and config.data.dataset_format == "text":
         return "perplexity"
+    if task.headline[0] == "win_rate" and not config.preference.judge_run:  # no judge, no win rate
+        return task.headline[1]
     return task.headline[0]
 
 
@@ -115,8 +117,9 @@ def _cells(row: dict[str, Any], metric: str) -> list[str]:
     if "error" in row:
         return [row["method"], "failed", str(row["peak_memory_mib"]), str(row["wall_seconds"]), row["error"]]
     low, high = row[f"{metric}_ci"] or (float("nan"), float("nan"))
+    value = f"{row[metric]:.4f} [{low:.4f}, {high:.4f}]" if isinstance(row[metric], (int, float)) else "n/a"
     return [row["method"], f"{row['trainable_params']:,}", f"{row['peak_memory_mib']:.0f}", f"{row['wall_seconds']:.0f}",
-            f"{row[metric]:.4f} [{low:.4f}, {high:.4f}]"]
+            value]
 
 
 def _plot(rows: list[dict[str, Any]], metric: str) -> str:

@@ -276,15 +276,18 @@ def train_with_resume(model: Any, tokenizer: Any, train_set: list[Any], eval_set
                             [TrackingCallback(tracker), *callbacks], config.tracking.extra, quiet, parts.collator,
                             parts.metrics_fn, causal_lm=task.next_token_loss,
                             gradient_checkpointing=checkpointing and not method_checkpoints, group_by_length=group,
-                            selection=task.selection[0], class_weights=parts.class_weights)
+                            selection=task.selection[0], class_weights=parts.class_weights, parts=parts)
     if not parts.exact_token_loss:
         # a model whose loss is a plain per-batch mean (EncoderDecoderModel) ignores num_items_in_batch: let the
         # Trainer divide by the accumulation steps itself
         trainer.model_accepts_loss_kwargs = False
     if parts.setup is not None:
         parts.setup(trainer)
-    checkpoint = last_checkpoint(run_dir / "checkpoints") if resume else None
-    if resume:
+    checkpoint = last_checkpoint(run_dir / "checkpoints") if resume and parts.resumable else None
+    if resume and not parts.resumable:
+        log(f"{task.name} cannot continue from a checkpoint (its trainer's loop does not resume): training again "
+            f"from the start")
+    elif resume:
         for name in incomplete_checkpoints(run_dir / "checkpoints"):
             log(f"skipping {name}: incomplete (no trainer_state.json: the run was stopped while writing it)")
     _trim_log(run_dir / "train_log.jsonl", checkpoint)
@@ -292,7 +295,10 @@ def train_with_resume(model: Any, tokenizer: Any, train_set: list[Any], eval_set
         log(f"resuming from {checkpoint}")
     started = time.time()
     try:
-        trainer.train(resume_from_checkpoint=checkpoint)
+        if parts.resumable:
+            trainer.train(resume_from_checkpoint=checkpoint)
+        else:
+            trainer.train()
     finally:  # a live display gives the terminal back even when training raised
         from tuneforge.training.progress import ProgressDisplay
 
@@ -300,6 +306,8 @@ def train_with_resume(model: Any, tokenizer: Any, train_set: list[Any], eval_set
             if isinstance(callback, ProgressDisplay):
                 callback.close()
     seconds = time.time() - started
+    if parts.trained_model is not None:
+        trainer.model = parts.trained_model(trainer)
     from tuneforge.models.precision import compute_in, without_trainer_autocast
 
     # the test split, the baselines and every later reader compute in the run's precision, the same way

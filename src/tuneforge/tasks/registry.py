@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from tuneforge.tasks import causal_lm, question_answering, seq2seq  # noqa: F401  (each registers itself)
 from tuneforge.tasks import sequence_classification, token_classification  # noqa: F401
+from tuneforge.tasks import preference  # noqa: F401
 from tuneforge.tasks.spec import COSTS, LOWER_IS_BETTER, TASKS, TaskSpec, direction, register, resolve  # noqa: F401
 
-ORDER = ("sequence-classification", "token-classification", "question-answering", "causal-lm", "seq2seq")
+ORDER = ("sequence-classification", "token-classification", "question-answering", "causal-lm", "seq2seq",
+         "reward-model", "dpo", "kto", "orpo", "grpo", "ppo")
 
 
 def available_tasks() -> list[str]:

@@ -116,6 +116,14 @@ class TrainerParts:
     setup: Any = None  # (trainer) -> None, for a task that needs more of the Trainer
     group_by_length: bool = False  # default of train.group_by_length: a loss per token in unpacked batches
     class_weights: list[float] | None = None  # weighted cross-entropy over the labels, in label order
+    # a task trained by another library's Trainer (TRL's preference trainers): its arguments class (a TrainingArguments
+    # subclass) with its own fields, and (model, args, train_dataset, eval_dataset, processing_class, callbacks) ->
+    # the trainer; the engine still sets the schedule, precision, checkpoints, resume, logs and callbacks
+    arguments: Any = None
+    argument_fields: dict[str, Any] = field(default_factory=dict)
+    trainer: Any = None
+    trained_model: Any = None  # (trainer) -> the model to save, when it is not trainer.model (PPO: the policy)
+    resumable: bool = True  # whether the trainer continues from a checkpoint (TRL's PPO loop does not)
 
 
 TASKS: dict[str, TaskSpec] = {}

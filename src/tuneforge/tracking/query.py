@@ -47,9 +47,12 @@ def get_run(config: TrackingConfig, key: str) -> Any:
     experiments = [e.experiment_id for e in client.search_experiments()]
     folder = str(Path(key).resolve()) if Path(key).is_dir() else None
     if experiments:
-        for run in client.search_runs(experiments, max_results=5000):
-            if run.info.run_id.startswith(key) or run.info.run_name == key or \
-                    (folder and run.data.tags.get("tuneforge.run_dir") == folder):
+        runs = client.search_runs(experiments, max_results=5000)
+        for run in runs:  # a name or folder first: a short name ("a") may also begin another run's hex id
+            if run.info.run_name == key or (folder and run.data.tags.get("tuneforge.run_dir") == folder):
+                return run
+        for run in runs:
+            if run.info.run_id.startswith(key):
                 return run
     raise UserError(f"no tracked run {key!r} in {tracking_uri(config)} (see: tuneforge runs list)")
 

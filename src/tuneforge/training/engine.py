@@ -41,12 +41,13 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
                   report_to: list[str] = (), quiet: bool = False, collator: Any = None,
                   metrics_fn: Any = None, causal_lm: bool = False, gradient_checkpointing: bool = False,
                   group_by_length: bool = False, selection: str = "macro_f1",
-                  class_weights: list[float] | None = None) -> Any:
+                  class_weights: list[float] | None = None, parts: Any = None) -> Any:
     """A Trainer for a classifier (``num_labels`` classes, metrics from argmax); given a ``collator`` and a
     ``metrics_fn(label_ids, logits)``, for a token classifier; given a ``collator`` alone, for a generative
     model (validation loss only: no logits are kept). ``causal_lm``: next-token loss with the LM head computed
     at labelled positions only (not with virtual-token methods, whose rows peft extends). ``selection``: the
-    validation metric that picks the best checkpoint when early stopping (which names its own) is off."""
+    validation metric that picks the best checkpoint when early stopping (which names its own) is off. ``parts``
+    with a ``trainer`` factory (TRL's preference trainers): that Trainer, with the same arguments, in its own class."""
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
 
@@ -59,8 +60,10 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
 
     early = config.early_stopping
     metric = early.metric if early else selection
+    library = parts is not None and parts.trainer is not None
     args = _training_arguments(config, run_dir, metric, generative, precision, cuda, report_to,
-                               gradient_checkpointing, group_by_length)
+                               gradient_checkpointing, group_by_length,
+                               (parts.arguments, parts.argument_fields) if library else None)
     callbacks: list[Any] = [JsonlLogCallback(run_dir / "train_log.jsonl"), NanGuardCallback(fp16=precision == "fp16"),
                                  *extra_callbacks]
     if early:
@@ -82,6 +85,8 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
     if not cuda:  # CPU autocast leaves part of the work in fp32: the device's best is the faster of the two
         peak = max(peak, matmul_peak("float32", device))
     speed = SpeedMeter(flops_model(model, causal=causal_lm), peak, causal_lm)
+    if library:
+        return _library_trainer(parts, model, args, train_set, eval_set, tokenizer, callbacks, speed, precision, quiet)
     trainer = TuneforgeTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                                processing_class=tokenizer, data_collator=collator or DataCollatorWithPadding(tokenizer),
                                compute_metrics=None if generative else compute_metrics, callbacks=callbacks,
@@ -103,13 +108,34 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
     return trainer
 
 
+def _library_trainer(parts: Any, model: Any, args: Any, train_set: Any, eval_set: Any, tokenizer: Any,
+                     callbacks: list[Any], speed: Any, precision: str, quiet: bool) -> Any:
+    """Another library's Trainer (TRL) built by the task, with our callbacks and progress display; its steps are not
+    metered (its batches are its own), so the speed summary is empty."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from tuneforge.training.progress import ProgressDisplay
+
+    trainer = parts.trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                            processing_class=tokenizer, callbacks=callbacks)
+    trainer.speed, trainer.precision = speed, precision
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    if not quiet:
+        trainer.add_callback(ProgressDisplay())
+    return trainer
+
+
 def _training_arguments(config: TrainConfig, run_dir: Path, metric: str, generative: bool, precision: str,
-                        cuda: bool, report_to: list[str], gradient_checkpointing: bool, group_by_length: bool) -> Any:
+                        cuda: bool, report_to: list[str], gradient_checkpointing: bool, group_by_length: bool,
+                        library: tuple[Any, dict[str, Any]] | None = None) -> Any:
     """transformers' TrainingArguments from the run's train section: validation and checkpoints on the same
-    schedule, the best checkpoint by ``metric`` restored at the end, autocast in ``precision``."""
+    schedule, the best checkpoint by ``metric`` restored at the end, autocast in ``precision``. ``library``: another
+    library's arguments class (a TrainingArguments subclass) and its own fields, which replace ours where they meet."""
     from transformers import TrainingArguments
 
-    args = TrainingArguments(
+    arguments, extra = library or (TrainingArguments, {})
+    kwargs = dict(
         output_dir=str(run_dir / "checkpoints"),
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size,
@@ -146,7 +172,9 @@ def _training_arguments(config: TrainConfig, run_dir: Path, metric: str, generat
         train_sampling_strategy="group_by_length" if group_by_length else "random",
         optim="adamw_torch_fused",
     )
-    return args
+    if library:  # the trainer computes its own losses and metrics from its own columns
+        kwargs.update(prediction_loss_only=False, label_names=None)
+    return arguments(**{**kwargs, **extra})
 
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
