@@ -16,7 +16,7 @@ def print_summary(result: Any) -> None:
     task = task_spec(task_of(result.metrics))
     shown, headline = task.shown, task.headline_of(test["finetuned"])
     models = {"fine-tuned": test["finetuned"], **{f"baseline: {k}": v for k, v in test["baselines"].items()}}
-    count = test.get("n_prompts") or test["finetuned"].get("n") or test.get("n_perplexity")
+    count = test.get("n_prompts") or test.get("n_pairs") or test["finetuned"].get("n") or test.get("n_perplexity")
     table = Table(title=f"Test split ({count} examples), {int(test['confidence'] * 100)}% bootstrap intervals")
     table.add_column("metric")
     for name in models:

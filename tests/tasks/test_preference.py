@@ -191,3 +191,43 @@ def test_sft_reward_ppo_chain_records_its_parents(tiny_llama, pairs, tmp_path):
     with pytest.raises(Exception, match="judge_run is the reward_run"):
         load_config(preference_config(str(sft), pairs, "ppo", preference={"reward_run": str(reward),
                                                                           "judge_run": str(reward)}))
+
+
+def test_bad_preference_configs_and_files_stop_in_one_line(tiny_llama, pairs, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tuneforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ppo needs a reward-model run folder"):
+        load_config(preference_config(tiny_llama, pairs, "ppo"))
+    with pytest.raises(ConfigError, match="grpo needs a reward"):
+        load_config(preference_config(tiny_llama, pairs, "grpo"))
+    with pytest.raises(ConfigError, match="multiple of preference.num_generations"):
+        load_config(preference_config(tiny_llama, pairs, "grpo", preference={"reward_functions": ["m:f"]},
+                                      train={"batch_size": 6}))
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "a", "chosen": "b", "rejected": "c"},
+                                                {"prompt": "d", "chosen": "e"}])
+    config = tmp_path / "dpo.yaml"
+    config.write_text(yaml.safe_dump(preference_config(tiny_llama, bad, "dpo")))
+    done = subprocess.run([sys.executable, "-m", "tuneforge.cli", "train", str(config)], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "bad.jsonl" in done.stderr and "rejected" in done.stderr, done.stderr
+    assert not (tmp_path / "runs").exists()  # bad data stops before any run folder exists
+
+
+def test_a_prompt_longer_than_max_length_is_dropped_and_counted(tiny_llama, tmp_path):
+    from transformers import AutoTokenizer
+
+    from tuneforge.models.assets import resolve_model
+    from tuneforge.tasks.preference_data import prepare
+
+    rows = make_pair_rows(40) + [{"prompt": "word " * 80, "chosen": "yes", "rejected": "no"}]
+    path = write_jsonl(tmp_path / "p.jsonl", rows)
+    config = load_config(preference_config(tiny_llama, path, "dpo", data={"max_length": 64}))
+    prepared = prepare(config, AutoTokenizer.from_pretrained(tiny_llama), resolve_model(tiny_llama))
+    assert prepared.report["cleaning"]["dropped"]["prompt_longer_than_max_length"] == 1
+    assert prepared.report["rows_kept"] == 40

@@ -380,6 +380,16 @@ class RunConfig(Section):
         if self.train.class_weights not in ("auto", "none") and not spec.class_weighted:
             raise ValueError(f"train.class_weights: task {task} has no class-weighted loss (sequence classification "
                              f"has); remove it or set it to none")
+        if task == "ppo" and not self.preference.reward_run:
+            raise ValueError("preference.reward_run: ppo needs a reward-model run folder to score its answers (train "
+                             "one with model.task=reward-model)")
+        if task == "grpo" and not (self.preference.reward_run or self.preference.reward_functions):
+            raise ValueError("preference: grpo needs a reward: set reward_run (a reward-model run folder) and/or "
+                             "reward_functions ('module:function')")
+        if task == "grpo" and self.train.batch_size % self.preference.num_generations:
+            raise ValueError(f"train.batch_size: {self.train.batch_size} must be a multiple of "
+                             f"preference.num_generations ({self.preference.num_generations}): each prompt's answers "
+                             f"are one group of a batch")
         for n, objective in enumerate(self.hpo.objectives if self.hpo else []):
             _objective_for_task(objective, spec, f"hpo.objectives.{n}.metric")
         if spec.windows and 3 * self.data.doc_stride >= self.data.max_length:

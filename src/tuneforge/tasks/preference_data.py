@@ -3,8 +3,9 @@ prompt -> rendered with the chat template the parent SFT run trained with -> the
 
 Prompts are rendered as the SFT model saw them (the template up to the assistant's turn); an answer is the rest of
 the rendered conversation, ending with the template's end-of-turn token. A reward model reads the whole
-conversation, truncated from the left to ``data.max_length`` (its score is read at the end); a policy's prompt and
-answer are cut by TRL (``keep_end``), and every truncation is counted in data_report.json.
+conversation cut at ``data.max_length`` (the prompt and the start of the answer kept); a policy's answers are cut
+there by TRL (``keep_start``); a record whose prompt alone fills ``max_length`` is dropped and counted, and every
+cut is counted in data_report.json.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def prepare(config: RunConfig, tokenizer: Any, resolved: Any) -> Prepared:
     data = prepare_preferences(config.data, config.train.seed, ACCEPTS[task])
     parent = parent_meta(resolved.path)
     formatter = ChatFormatter(tokenizer, _template(config.data.template, parent))
+    _drop_long_prompts(data, formatter, config.data.max_length)
     rows = {split: build_rows(task, items, formatter, tokenizer, config.data.max_length)
             for split, items in data.splits.items()}
     truncated = {split: sum(r.pop("_truncated", False) for r in part) for split, part in rows.items()}
@@ -48,6 +50,24 @@ def prepare(config: RunConfig, tokenizer: Any, resolved: Any) -> Prepared:
     return Prepared(train, validation, [], data.report, _summary(task, data), data, meta=meta,
                     training={"parents": meta["parents"]}, warnings=warnings,
                     extra={"formatter": formatter, "rows": rows, "resolved": resolved})
+
+
+def _drop_long_prompts(data: PreferenceData, formatter: ChatFormatter, max_length: int) -> None:
+    """A prompt that fills ``max_length`` alone leaves no answer to learn or score: dropped and counted."""
+    dropped = data.report["cleaning"]["dropped"]
+    for split, items in data.splits.items():
+        kept = [item for item in items if len(formatter.prompt_ids(item.prompt)) < max_length]
+        if len(kept) < len(items):
+            key = "prompt_longer_than_max_length"
+            dropped[key] = dropped.get(key, 0) + len(items) - len(kept)
+            data.report["cleaning"]["dropped_total"] += len(items) - len(kept)
+            data.report["splits"][split].update(rows=len(kept), prompts=len({item.key for item in kept}))
+            data.splits[split] = kept
+    data.report["rows_kept"] = sum(map(len, data.splits.values()))
+    if not data.splits["train"]:
+        from tuneforge.errors import DataError
+
+        raise DataError(f"every training prompt is longer than data.max_length={max_length}; raise it")
 
 
 def parents(config: RunConfig, resolved: Any) -> dict[str, str]:
@@ -119,11 +139,12 @@ def conversation(formatter: ChatFormatter, prompt: list[dict[str, str]], text: s
 
 
 def scored_ids(tokenizer: Any, text: str, bos: bool, max_length: int) -> tuple[list[int], bool]:
-    """A reward model's tokens of a conversation: its end kept (the score is read at the last token)."""
+    """A reward model's tokens of a conversation, cut at ``max_length`` (the prompt and the start of the answer are
+    kept: the score is read at the last token kept)."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if bos:
         ids = [tokenizer.bos_token_id, *ids]
-    return ids[-max_length:], len(ids) > max_length
+    return ids[:max_length], len(ids) > max_length
 
 
 def _too_long(tokenizer: Any, prompt: str, completion: str, max_length: int) -> bool:

@@ -93,7 +93,7 @@ def evaluate_policy(model: Any, tokenizer: Any, prepared: Prepared, config: RunC
     sampled = _answers(model, tokenizer, ids, GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
                                                                 max_new_tokens=p.max_new_tokens,
                                                                 seed=ev.generation.seed), formatter)
-    kl = _log_ratio(model, reference, formatter, prompts, sampled)
+    kl = _log_ratio(model, reference, formatter, prompts, sampled, config.data.max_length)
     indices = bootstrap_indices(len(prompts), ev.bootstrap_samples, config.train.seed)
     words = {name: [len(a.split()) for a in texts] for name, texts in answers.items()}
     fine = {**mean_with_interval("kl", kl, indices, ev.confidence),
@@ -111,7 +111,7 @@ def evaluate_policy(model: Any, tokenizer: Any, prepared: Prepared, config: RunC
                     **paired_difference("mean_reward", rewards["finetuned"], rewards["sft"], indices, ev.confidence))
     pairs = [i for i in items if i.rejected is not None]
     if pairs:
-        implicit = _implicit_rewards(model, reference, formatter, pairs, p.beta)
+        implicit = _implicit_rewards(model, reference, formatter, pairs, p.beta, config.data.max_length)
         pair_indices = bootstrap_indices(len(pairs), ev.bootstrap_samples, config.train.seed)
         correct = wins(*implicit)
         fine.update(**mean_with_interval("implicit_accuracy", correct, pair_indices, ev.confidence),
@@ -142,28 +142,33 @@ def _answers(model: Any, tokenizer: Any, ids: list[list[int]], decoding: Generat
 
 
 def _answer_nll(model: Any, formatter: ChatFormatter, prompts: list[list[dict[str, str]]],
-                texts: list[str]) -> np.ndarray:
-    """Summed negative log-likelihood of each answer (as the template writes it) after its prompt."""
+                texts: list[str], max_length: int) -> np.ndarray:
+    """Summed negative log-likelihood of each answer (as the template writes it) after its prompt, the whole cut at
+    ``max_length`` as in training."""
     from tuneforge.evaluation.generation import sequence_nll
 
     examples = []
     for prompt, text in zip(prompts, texts):
         head = formatter.prompt_ids(prompt)
         tail = formatter.tokenizer(answer(formatter, prompt, text), add_special_tokens=False)["input_ids"]
-        examples.append(Encoded(head + tail, [IGNORE] * len(head) + tail, False))
+        ids, labels = (head + tail)[:max_length], ([IGNORE] * len(head) + tail)[:max_length]
+        examples.append(Encoded(ids, labels, len(head) + len(tail) > max_length))
     return sequence_nll(model, examples, description="answer log-likelihoods")[0]
 
 
-def _log_ratio(model: Any, reference: Any, formatter: ChatFormatter, prompts: list[Any], texts: list[str]) -> np.ndarray:
-    """Per prompt: log pi(y|x) - log pi_ref(y|x) of the policy's sampled answer y (its mean estimates the KL)."""
-    return _answer_nll(reference, formatter, prompts, texts) - _answer_nll(model, formatter, prompts, texts)
+def _log_ratio(model: Any, reference: Any, formatter: ChatFormatter, prompts: list[Any], texts: list[str],
+               max_length: int) -> np.ndarray:
+    """Per prompt: log pi(y|x) - log pi_ref(y|x) of the answer y (for the policy's samples, its mean estimates the
+    KL)."""
+    return (_answer_nll(reference, formatter, prompts, texts, max_length)
+            - _answer_nll(model, formatter, prompts, texts, max_length))
 
 
-def _implicit_rewards(model: Any, reference: Any, formatter: ChatFormatter, pairs: list[Any],
-                      beta: float) -> tuple[np.ndarray, np.ndarray]:
+def _implicit_rewards(model: Any, reference: Any, formatter: ChatFormatter, pairs: list[Any], beta: float,
+                      max_length: int) -> tuple[np.ndarray, np.ndarray]:
     prompts = [p.prompt for p in pairs]
-    chosen = _log_ratio(model, reference, formatter, prompts, [p.chosen for p in pairs])
-    rejected = _log_ratio(model, reference, formatter, prompts, [p.rejected for p in pairs])
+    chosen = _log_ratio(model, reference, formatter, prompts, [p.chosen for p in pairs], max_length)
+    rejected = _log_ratio(model, reference, formatter, prompts, [p.rejected for p in pairs], max_length)
     return beta * chosen, beta * rejected
 
 

@@ -32,12 +32,6 @@ def load_policy(resolved: Any, prepared: Prepared, config: RunConfig, tokenizer:
     from tuneforge.models.loading import load_generative
     from tuneforge.tasks.registry import task_spec
 
-    if config.model.task == "ppo" and not config.preference.reward_run:
-        raise ConfigError("preference.reward_run: ppo needs a reward-model run folder to score its answers "
-                          "(train one with model.task=reward-model)")
-    if config.model.task == "grpo" and not (config.preference.reward_run or config.preference.reward_functions):
-        raise ConfigError("grpo needs a reward: set preference.reward_run (a reward-model run folder) and/or "
-                          "preference.reward_functions ('module:function')")
     return load_generative(resolved, task_spec(config.model.task), config.model.revision,
                            config.model.trust_remote_code, **load_kwargs(config.method))
 
@@ -74,7 +68,7 @@ def _dpo(model: Any, tokenizer: Any, config: RunConfig) -> TrainerParts:
 
     p = config.preference
     fields = {"beta": p.beta, "loss_type": [p.loss_type], "max_length": config.data.max_length,
-              "truncation_mode": "keep_end", "disable_dropout": True, "dataset_num_proc": None}
+              "truncation_mode": "keep_start", "disable_dropout": True, "dataset_num_proc": None}
     reference = frozen_copy(model)
     return TrainerParts(arguments=DPOConfig, argument_fields=fields,
                         trainer=lambda **kw: DPOTrainer(ref_model=reference, **kw))
@@ -109,10 +103,6 @@ def _grpo(model: Any, tokenizer: Any, config: RunConfig) -> TrainerParts:
         scorer, scorer_tokenizer = load_reward_run(p.reward_run)
         rewards.insert(0, scorer)
         processing.insert(0, scorer_tokenizer)
-    batch = config.train.batch_size
-    if batch % p.num_generations:
-        raise ConfigError(f"train.batch_size {batch} must be a multiple of preference.num_generations "
-                          f"{p.num_generations} (each prompt's answers are one group)")
     sampling = config.evaluation.generation  # rollouts sample as the run's generation settings say
     fields = {"beta": p.beta, "num_generations": p.num_generations, "max_completion_length": p.max_new_tokens,
               "disable_dropout": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
