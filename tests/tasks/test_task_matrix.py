@@ -114,9 +114,9 @@ CASES = {
     "seq2seq": Case("tiny_t5", _prompt_completion, {"data": {"max_length": 48}}, _replay_generations,
                     ["3 plus one, goal?", "hello"]),
     "reward-model": Case("tiny_llama", lambda f: write_jsonl(f / "pairs.jsonl", make_pair_rows(48)),
-                         {"data": {"max_length": 32}}, _replay_rewards, ["3 plus one? 4, thanks", "hello"]),
+                         {"data": {"max_length": 64}}, _replay_rewards, ["3 plus one? 4, thanks", "hello"]),
     "dpo": Case("tiny_llama", lambda f: write_jsonl(f / "pairs.jsonl", make_pair_rows(48)),
-                {"data": {"max_length": 32}, "preference": {"max_new_tokens": 6, "max_prompts": 8}},
+                {"data": {"max_length": 64}, "preference": {"max_new_tokens": 6, "max_prompts": 8}},
                 _replay_generations, ["3 plus one, goal?", "hello"]),
 }
 # the other preference objectives share dpo's policy, predictor, export and report; their trainers (KTO, ORPO, GRPO,

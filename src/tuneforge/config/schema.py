@@ -204,7 +204,8 @@ class EvaluationConfig(Section):
         "classification; memorization (each word's most frequent training tag) for token-classification; "
         "sliding_window (the context sentence sharing the most words with the question) for question-answering; "
         "the base model zero_shot + few_shot for causal-lm; copy_input (the prompt as the answer) for "
-        "seq2seq).")
+        "seq2seq; chance and length (the longer answer wins) for reward-model; sft (the model it started from) for "
+        "dpo, kto, orpo, grpo, ppo).")
     few_shot_k: int = Field(3, ge=1, description="Training examples put in the prompt of the few_shot baseline.")
     max_test_examples: int | None = Field(
         200, ge=1, description="Generative tasks: generate for at most this many test prompts (a seeded sample; "

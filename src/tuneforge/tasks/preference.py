@@ -47,7 +47,11 @@ register(TaskSpec(
 ))
 
 
-def _policy(name: str, description: str, data_shape: str, selection: tuple[str, ...] = ("loss",)) -> None:
+def _policy(name: str, description: str, data_shape: str, selection: tuple[str, ...] = ("loss",),
+            rewarded: bool = False) -> None:
+    settings = {"beta": 0.1, "judge_run": None, "max_new_tokens": 32}
+    if rewarded:  # a placeholder the user points at a reward-model run
+        settings = {**settings, "reward_run": "runs/reward", "beta": 0.0 if name == "grpo" else 0.1}
     register(TaskSpec(
         name=name,
         description=description,
@@ -75,6 +79,7 @@ def _policy(name: str, description: str, data_shape: str, selection: tuple[str, 
         architectures=("ForCausalLM", "LMHeadModel"),
         needs="a decoder with a language-model head (e.g. ...ForCausalLM), usually an SFT run folder",
         starter=("smollm2-135m", "data/pairs.jsonl", data_shape),
+        starter_settings={"preference": settings},
     ))
 
 
@@ -85,6 +90,6 @@ _policy("kto", "Kahneman-Tversky optimization on answers marked desirable or not
 _policy("orpo", "odds-ratio preference optimization: SFT and preference in one loss, no reference model",
         "preference pairs: prompt, chosen, rejected")
 _policy("grpo", "group relative policy optimization on sampled answers scored by reward models or functions",
-        "prompts (prompt), or preference pairs (their prompts)", selection=("reward", "loss"))
+        "prompts (prompt), or preference pairs (their prompts)", selection=("reward", "loss"), rewarded=True)
 _policy("ppo", "proximal policy optimization with a value head against a reward-model run (RLHF)",
-        "prompts (prompt), or preference pairs (their prompts)", selection=("loss",))
+        "prompts (prompt), or preference pairs (their prompts)", selection=("loss",), rewarded=True)

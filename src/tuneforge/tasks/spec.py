@@ -43,6 +43,7 @@ class TaskSpec:
     class_weighted: bool = False  # train.class_weights applies (a loss over classes of whole examples)
     augments: bool = False  # data.augment applies (EDA copies of labelled texts)
     starter: tuple[str, str, str] = ("minilm", "data/train.jsonl", "")  # tuneforge init: model, data, data's shape
+    starter_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # more sections a starter writes
     # optimize --compare: (model, tokenizer, prepared, config) -> a variant's test outputs (JSON-able), and
     # (reference outputs, variant outputs, config) -> its figures; empty: the task has no table of variants yet
     variant_outputs: str = ""

@@ -26,12 +26,14 @@ def starter_config(task: str) -> str:
         raise ConfigError(f"--task {task!r}: one of {', '.join(available_tasks())}")
     spec = task_spec(task)
     model, path, data_help = spec.starter
-    config = load_config({"name": f"my-{task}", "model": {"name": model, "task": task}, "data": {"path": path}})
+    config = load_config({"name": f"my-{task}", "model": {"name": model, "task": task}, "data": {"path": path},
+                          **spec.starter_settings})
     values = config.model_dump(mode="json")
     lines = [f"# A tuneforge run config for {task} (written by tuneforge init). Every key with its description:",
              "# tuneforge train --help; every default: tuneforge config show THIS_FILE. Validate before training:",
              "# tuneforge config validate THIS_FILE.", f"name: {values['name']}"]
-    for section, keys in SHOWN.items():
+    shown = {**SHOWN, **{section: tuple(keys) for section, keys in spec.starter_settings.items()}}
+    for section, keys in shown.items():
         lines.append(f"{section}:")
         fields = type(getattr(config, section)).model_fields
         for key in keys:
