@@ -17,6 +17,7 @@ from typing import Any
 
 from tuneforge.config.schema import CleanConfig, DataConfig
 from tuneforge.data.formats import ROLE_ALIASES
+from tuneforge.data.formats import _text as field_text
 from tuneforge.data.generative import clean_turn
 from tuneforge.data.sources import Record, load_records
 from tuneforge.data.splitting import SPLITS
@@ -191,11 +192,7 @@ def _messages(turns: list[Any], record: Record, roles: dict[str, str], key: str)
 
 
 def _text(value: Any, record: Record, key: str) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return ""
-    if isinstance(value, (list, dict)):
-        raise DataError(f"{record.where}: field {key!r} should be text or a list of messages")
-    return str(value)
+    return field_text(value, record.where, key)
 
 
 def _label(value: Any, record: Record) -> bool:

@@ -29,9 +29,7 @@ def merged_run_path(folder: Path, base_of: Callable[[dict[str, Any]], str]) -> s
     ``base_of`` finds a run's base model on this machine from its ``tuneforge.json``."""
     model_dir = folder / "model"
     meta = json.loads((model_dir / "tuneforge.json").read_text(encoding="utf-8"))
-    if (model_dir / "config.json").exists():  # a full model: already a Hugging Face folder
-        if not (model_dir / PARENT_META).exists():
-            shutil.copyfile(model_dir / "tuneforge.json", model_dir / PARENT_META)
+    if (model_dir / "config.json").exists():  # a full model: already a Hugging Face folder (read where it is)
         return str(model_dir)
     if not (model_dir / "adapter_config.json").exists():
         raise UserError(f"{folder}: its model is a {meta.get('method')} adapter that cannot be merged into the base; "
@@ -73,5 +71,8 @@ def _merge(model_dir: Path, meta: dict[str, Any], base: str, target: Path) -> No
 
 def parent_meta(path: str | Path) -> dict[str, Any]:
     """The ``tuneforge.json`` of the run a resolved model folder was merged from ({} for any other model)."""
-    file = Path(path) / PARENT_META
-    return json.loads(file.read_text(encoding="utf-8")) if file.exists() else {}
+    for name in (PARENT_META, "tuneforge.json"):  # a merged copy, or a full model's own run folder
+        file = Path(path) / name
+        if file.exists():
+            return json.loads(file.read_text(encoding="utf-8"))
+    return {}

@@ -117,9 +117,8 @@ def _ppo(model: Any, tokenizer: Any, config: RunConfig) -> TrainerParts:
 
     p = config.preference
     reward, _ = load_reward_run(p.reward_run or "")
-    value, _ = load_reward_run(p.reward_run or "")  # the critic starts from the reward model (as TRL's examples do)
-    for module in (reward,):
-        module.requires_grad_(False)
+    value = copy.deepcopy(reward)  # the critic starts from the reward model (as TRL's examples do) and trains
+    reward.requires_grad_(False)
     fields = {"kl_coef": p.kl_coef, "response_length": p.max_new_tokens,
               "temperature": config.evaluation.generation.temperature,
               "stop_token_id": tokenizer.eos_token_id, "num_ppo_epochs": 1, "num_mini_batches": 1,
