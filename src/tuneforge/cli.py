@@ -12,6 +12,8 @@ from typing import Any, Callable
 from tuneforge.cli_deploy import COMMANDS as DEPLOY_COMMANDS
 from tuneforge.cli_deploy import add_commands as add_deploy_commands
 from tuneforge.cli_deploy import precision_arg
+from tuneforge.cli_monitor import COMMANDS as MONITOR_COMMANDS
+from tuneforge.cli_monitor import add_commands as add_monitor_commands
 
 HELP = """tuneforge: fine-tune a pretrained model on your data, evaluate it honestly against baselines.
 
@@ -25,6 +27,9 @@ HELP = """tuneforge: fine-tune a pretrained model on your data, evaluate it hone
   tuneforge export RUN_DIR --merge --output D  fold a LoRA/QLoRA/IA3 adapter into a standalone HF model
   tuneforge export RUN_DIR --format gguf --quant q8_0 --output D   one GGUF file for llama.cpp/Ollama
   tuneforge optimize RUN_DIR --quantize int8 --output D   quantize and/or --prune wanda; --compare: the table
+  tuneforge serve RUN_DIR --log-db log.sqlite --monitor examples/monitor.yaml   serve, log, watch for drift
+  tuneforge monitor check LOG --run RUN_DIR    drift and quality per window; exit 1 on an alert (report: a page)
+  tuneforge retrain RUN_DIR --feedback LOG --output D   learn the labelled feedback, replay the old data
   tuneforge compare-methods cfg.yaml           the same task with full, freeze, lora, qlora, adapter, prefix
   tuneforge estimate cfg.yaml                  peak memory, FLOPs and time before a run (also printed by train)
 """
@@ -44,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare_methods(sub)
     _add_estimate(sub)
     add_deploy_commands(sub)
+    add_monitor_commands(sub)
     _add_tune(sub)
     _add_runs(sub)
     _add_config(sub)
@@ -185,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     commands: dict[str, Callable[[Any], int]] = {"init": _init, "train": _train, "quickstart": _quickstart,
                                                  "predict": _predict,
                                                  "config": _config, "tune": _tune, "runs": _runs,
-                                                 "generate": _generate, "chat": _chat, **DEPLOY_COMMANDS,
+                                                 "generate": _generate, "chat": _chat, **DEPLOY_COMMANDS, **MONITOR_COMMANDS,
                                                  "compare-methods": _compare_methods, "estimate": _estimate}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging

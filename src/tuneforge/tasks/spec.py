@@ -42,6 +42,9 @@ class TaskSpec:
     needs: str = ""  # what a model that does not fit lacks, in words
     class_weighted: bool = False  # train.class_weights applies (a loss over classes of whole examples)
     augments: bool = False  # data.augment applies (EDA copies of labelled texts)
+    # the monitor watches its served traffic (a labelled text reference rebuilt from the run's data) and retrain
+    # learns its labelled feedback
+    monitored: bool = False
     starter: tuple[str, str, str] = ("minilm", "data/train.jsonl", "")  # tuneforge init: model, data, data's shape
     starter_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # more sections a starter writes
     # optimize --compare: (model, tokenizer, prepared, config) -> a variant's test outputs (JSON-able), and

@@ -1,0 +1,84 @@
+"""The commands after deployment: ``monitor check`` (alerts; exit 1 when any, for cron and CI), ``monitor report``
+(the page of every signal over time) and ``retrain`` (from labelled feedback, with replay; promoted only when the
+old test split did not get worse). Thin: parse, call, print."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tuneforge.io import strict_json
+
+
+def add_commands(sub: Any) -> None:
+    monitor = sub.add_parser("monitor", help="drift and quality of a served run from its prediction log: check "
+                                             "(alerts, exit 1 when any) or report (monitor.html)")
+    actions = monitor.add_subparsers(dest="monitor_command", metavar="ACTION", required=True)
+    for action, text in (("check", "apply the alert rules to every window; print the result as JSON; exit 1 on an "
+                                   "alert"),
+                         ("report", "write an HTML page with every signal over time, the rules and the alerts")):
+        parser = actions.add_parser(action, help=text)
+        parser.add_argument("log", metavar="LOG", help="the prediction log: an SQLite file (tuneforge serve --log-db) "
+                                                       "or postgresql://...")
+        parser.add_argument("--run", required=True, metavar="RUN_DIR", help="the served run (its validation split "
+                                                                            "is the reference)")
+        parser.add_argument("--config", metavar="YAML", help="windows and alert rules (e.g. examples/monitor.yaml)")
+        parser.add_argument("--model", help="the model name in the log (default: the run folder's name)")
+        if action == "report":
+            parser.add_argument("--output", default="monitor.html", help="the page to write (default monitor.html)")
+        else:
+            parser.add_argument("--no-notify", action="store_true", help="do not post alerts to the webhook")
+    add_retrain(sub)
+
+
+def add_retrain(sub: Any) -> None:
+    retrain = sub.add_parser("retrain", help="train a run again on its labelled feedback, replaying its old training "
+                                             "data; old vs new on the old test split and the new data")
+    retrain.add_argument("run_dir", metavar="RUN_DIR", help="the run to start from")
+    retrain.add_argument("--feedback", required=True, metavar="LOG", help="the prediction log with labelled requests")
+    retrain.add_argument("--output", required=True, help="the new run folder")
+    retrain.add_argument("--model", help="the model name in the log (default: the run folder's name)")
+    retrain.add_argument("--replay", type=float, default=1.0, help="old training rows per new labelled row "
+                         "(default 1.0; 0: plain fine-tuning on the new data, which forgets)")
+    retrain.add_argument("--new-test-share", type=float, default=0.3, help="share of the labelled feedback held "
+                         "out to score old and new models on the new data (default 0.3)")
+    retrain.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides for the new run "
+                         "(e.g. train.epochs=2)")
+
+
+def monitor(args: Any) -> int:
+    from tuneforge.config.monitor import load_monitor_config
+    from tuneforge.monitor.check import check
+
+    config = load_monitor_config(args.config)
+    quiet = args.monitor_command == "report"
+    result = check(args.log, args.run, config, args.model, notify=not quiet and not args.no_notify,
+                   log=(lambda line: None) if quiet else _stderr)
+    if args.monitor_command == "report":
+        from tuneforge.monitor.report import write_report
+
+        print(f"wrote {write_report(result, args.output)} ({len(result['windows'])} windows, "
+              f"{len(result['alerts'])} alerts)")
+        return 0
+    print(strict_json({key: value for key, value in result.items() if key != "windows"} |
+                      {"windows": [{k: w[k] for k in ("window", "rows", "signals", "intervals")}
+                                   for w in result["windows"]]}))
+    return 1 if result["alerts"] else 0
+
+
+def retrain(args: Any) -> int:
+    from tuneforge.pipelines.retrain import retrain as run_retrain
+
+    result = run_retrain(args.run_dir, args.feedback, args.output, model=args.model, replay=args.replay,
+                         new_test_share=args.new_test_share, overrides=args.overrides)
+    print(json.dumps(result["summary"], indent=2))
+    return 0
+
+
+def _stderr(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
+
+
+COMMANDS = {"monitor": monitor, "retrain": retrain}
