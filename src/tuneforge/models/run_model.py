@@ -49,7 +49,9 @@ def _merge(model_dir: Path, meta: dict[str, Any], base: str, target: Path) -> No
     from transformers import AutoConfig, AutoTokenizer
 
     kwargs: dict[str, Any] = {"num_labels": meta["num_labels"]} if meta.get("num_labels") else {}
-    if meta.get("auto_class"):  # the run's own head (a reward model's score), recorded by its task
+    if meta.get("labels") and len(meta["labels"]) == meta.get("num_labels"):  # classes or tags: their names too
+        kwargs.update(id2label=dict(enumerate(meta["labels"])), label2id={l: i for i, l in enumerate(meta["labels"])})
+    if meta.get("auto_class"):  # the run's own head (classes, tags, a reward model's score), recorded by its task
         auto = getattr(transformers, meta["auto_class"])
     else:
         architecture = (AutoConfig.from_pretrained(base).architectures or ["AutoModelForCausalLM"])[0]

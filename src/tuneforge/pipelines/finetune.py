@@ -379,10 +379,14 @@ def save_model(model: Any, tokenizer: Any, target: Path, base_path: str, config:
     from tuneforge.methods.registry import save_trained
     from tuneforge.models.precision import precision_of
 
+    from tuneforge.tasks.registry import task_spec
+
     shutil.rmtree(staging, ignore_errors=True)
     save_trained(model, config.method, staging)
     tokenizer.save_pretrained(staging)
-    atomic_write_json(staging / "tuneforge.json", {"task": config.model.task, "base_model": base_path,
+    task = task_spec(config.model.task)
+    head = {"auto_class": task.auto_class, **({"num_labels": len(labels)} if task.labelled_head and labels else {})}
+    atomic_write_json(staging / "tuneforge.json", {"task": config.model.task, "base_model": base_path, **head,
                                                    "method": config.method.name, "labels": labels,
                                                    "method_config": config.method.model_dump(mode="json"),
                                                    "max_length": config.data.max_length,

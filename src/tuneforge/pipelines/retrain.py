@@ -19,14 +19,14 @@ from tuneforge.io import atomic_write_json, atomic_write_text
 
 def retrain(run_dir: str | Path, feedback: str | Path, output: str | Path, model: str | None = None,
             replay: float = 1.0, new_test_share: float = 0.3, overrides: list[str] | None = None, seed: int = 0,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
+            ewc: float = 0.0, ewc_samples: int = 200, log: Callable[[str], None] = print) -> dict[str, Any]:
     from tuneforge.config.loader import load_config
     from tuneforge.data.prepare import prepare_data
     from tuneforge.monitor.reference import run_folder
     from tuneforge.pipelines.finetune import finetune
 
-    if replay < 0 or not 0 < new_test_share < 1:
-        raise UserError("--replay must be >= 0 and --new-test-share between 0 and 1")
+    if replay < 0 or ewc < 0 or not 0 < new_test_share < 1:
+        raise UserError("--replay and --ewc must be >= 0 and --new-test-share between 0 and 1")
     root, _, meta = run_folder(run_dir)
     old_config = load_config(root / "config.yaml")
     new_rows, counts = labelled_feedback(feedback, model or root.resolve().name, list(meta["labels"]))
@@ -37,24 +37,41 @@ def retrain(run_dir: str | Path, feedback: str | Path, output: str | Path, model
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     data_file = output.parent / f"{output.name}-data.csv"
-    _write_csv(data_file, [(t, label, "feedback") for t, label in new_train] +
+    write_rows(data_file, [(t, label, "feedback") for t, label in new_train] +
                [(t, label, "replay") for t, label in replayed])
     log(f"retraining {root.name}: {len(new_train)} labelled feedback rows + {len(replayed)} replayed training rows; "
         f"{len(new_test)} feedback rows held out")
     config = load_config(_new_config(old_config, root, data_file, output), overrides or [])
-    result = finetune(config, output=output, log=log)
+    callbacks = [ewc_callback(root, old_train, list(meta["labels"]), old_config.data.max_length, ewc, ewc_samples,
+                              seed)] if ewc > 0 else []
+    result = finetune(config, output=output, log=log, callbacks=callbacks)
     comparison = compare(root, result.run_dir, old.splits["test"], new_test)
     promoted = comparison["old_test"]["new_minus_old"]["accuracy_ci"][1] >= 0
     summary = {"old_run": str(root), "new_run": str(result.run_dir), "promoted": promoted,
                "why": "not worse on the old test split within its interval" if promoted else
                "worse on the old test split (the interval of new - old is below 0): kept the old model",
                "feedback": counts, "trained_on": {"feedback": len(new_train), "replay": len(replayed)},
+               "ewc": {"strength": ewc, "fisher_examples": min(ewc_samples, len(old_train)),
+                       "penalty_at_end": round(callbacks[0].penalty_at_end, 6)} if callbacks else None,
                "new_data_held_out": len(new_test),
                "forgetting": comparison["old_test"]["forgetting"],
                "new_data_gain": comparison["new_data"]["new_minus_old"]}
     record = {"summary": summary, "comparison": comparison, "replay": replay, "new_test_share": new_test_share}
     atomic_write_json(result.run_dir / "retrain.json", record)
     return record
+
+
+def ewc_callback(root: Path, old_train: list[tuple[str, str]], labels: list[str], max_length: int, strength: float,
+                 samples: int, seed: int) -> Any:
+    """EWC anchored on the run's weights, its Fisher information estimated on a sample of its old training rows."""
+    from transformers import AutoTokenizer
+
+    from tuneforge.training.ewc import EwcCallback
+
+    picked = random.Random(seed + 1).sample(old_train, min(samples, len(old_train)))
+    tokenizer = AutoTokenizer.from_pretrained(str(root / "model"))
+    return EwcCallback(tokenizer, [t for t, _ in picked], [labels.index(label) for _, label in picked], max_length,
+                       strength)
 
 
 def labelled_feedback(target: str | Path, model: str, labels: list[str]) -> tuple[list[tuple[str, str]],
@@ -97,7 +114,7 @@ def _split(rows: list[tuple[str, str]], test_share: float, seed: int) -> tuple[l
     return train, test
 
 
-def _write_csv(path: Path, rows: list[tuple[str, str, str]]) -> None:
+def write_rows(path: Path, rows: list[tuple[str, str, str]]) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["text", "label", "origin"])
