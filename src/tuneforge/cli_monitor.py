@@ -14,8 +14,8 @@ def add_commands(sub: Any) -> None:
     monitor = sub.add_parser("monitor", help="drift and quality of a served run from its prediction log: check "
                                              "(alerts, exit 1 when any) or report (monitor.html)")
     actions = monitor.add_subparsers(dest="monitor_command", metavar="ACTION", required=True)
-    for action, text in (("check", "apply the alert rules to every window; print the result as JSON; exit 1 on an "
-                                   "alert"),
+    for action, text in (("check", "apply the alert rules to every window; print the result as JSON; announce the "
+                                   "alerts no earlier check announced, and exit 1 when there are any"),
                          ("report", "write an HTML page with every signal over time, the rules and the alerts")):
         parser = actions.add_parser(action, help=text)
         parser.add_argument("log", metavar="LOG", help="the prediction log: an SQLite file (tuneforge serve --log-db) "
@@ -27,9 +27,15 @@ def add_commands(sub: Any) -> None:
         if action == "report":
             parser.add_argument("--output", default="monitor.html", help="the page to write (default monitor.html)")
         else:
-            parser.add_argument("--no-notify", action="store_true", help="do not post alerts to the webhook")
+            parser.add_argument("--no-notify", action="store_true", help="do not announce alerts (no log lines, no "
+                                "webhook, nothing remembered); the exit code then counts every alert")
     add_retrain(sub)
     add_continual(sub)
+    multi = sub.add_parser("multitask", help="several classification datasets on one encoder, a head each, mixed by "
+                                             "sampling weights (the config's multitask section)")
+    multi.add_argument("config", help="a run config with a multitask section")
+    multi.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    multi.add_argument("--output", help="run folder (default runs/<name>-<timestamp>)")
 
 
 def add_retrain(sub: Any) -> None:
@@ -82,6 +88,19 @@ def continual(args: Any) -> int:
     return 0
 
 
+def multitask(args: Any) -> int:
+    from tuneforge.config.loader import load_config
+    from tuneforge.pipelines.multitask import multitask as run_multitask
+
+    result = run_multitask(load_config(args.config, args.overrides), args.output)
+    for name, figures in result["tasks"].items():
+        model, gain = figures["finetuned"], figures["finetuned_minus_majority"]
+        print(f"{name}: macro-F1 {model['macro_f1']:.4f} [{model['macro_f1_ci'][0]:.4f}, {model['macro_f1_ci'][1]:.4f}]"
+              f", vs majority {gain['macro_f1']:+.4f} [{gain['macro_f1_ci'][0]:+.4f}, {gain['macro_f1_ci'][1]:+.4f}]")
+    print(f"report: {result['run_dir'] / 'report.html'}")
+    return 0
+
+
 def monitor(args: Any) -> int:
     from tuneforge.config.monitor import load_monitor_config
     from tuneforge.monitor.check import check
@@ -99,7 +118,7 @@ def monitor(args: Any) -> int:
     print(strict_json({key: value for key, value in result.items() if key != "windows"} |
                       {"windows": [{k: w[k] for k in ("window", "rows", "signals", "intervals")}
                                    for w in result["windows"]]}))
-    return 1 if result["alerts"] else 0
+    return 1 if (result["alerts"] if args.no_notify else result["new_alerts"]) else 0
 
 
 def retrain(args: Any) -> int:
@@ -117,4 +136,4 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-COMMANDS = {"monitor": monitor, "retrain": retrain, "continual": continual}
+COMMANDS = {"monitor": monitor, "retrain": retrain, "continual": continual, "multitask": multitask}

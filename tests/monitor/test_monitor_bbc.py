@@ -60,6 +60,9 @@ def test_served_run_alarms_on_tweets_not_on_its_own_test_articles(bbc_run, tmp_p
         with pytest.raises(urllib.error.HTTPError) as missing:
             replay.post(server.url, "/v1/feedback", {"id": "req-nope", "label": "tech"})
         assert missing.value.code == 404
+        with pytest.raises(urllib.error.HTTPError) as unknown:  # a typo would poison retraining: refused now
+            replay.post(server.url, "/v1/feedback", {"id": results[0]["id"], "label": "sport"})
+        assert unknown.value.code == 422 and "sports" in unknown.value.read().decode()
         metrics = _get(server.url + "/metrics")
     finally:
         server.stop()
@@ -77,7 +80,9 @@ def test_served_run_alarms_on_tweets_not_on_its_own_test_articles(bbc_run, tmp_p
              output)
     assert code.value.code == 1  # an alert: non-zero for cron and CI
     checked = json.loads(output.read_text())
-    assert checked["labelled"] == 30 and len(checked["windows"]) == 6
+    assert checked["labelled"] == 30 and len(checked["windows"]) == 6 and checked["new_alerts"] == len(checked["alerts"])
+    assert main(["monitor", "check", str(tmp_path / "log.sqlite"), "--run", str(bbc_run), "--config",
+                 str(EXAMPLE)]) == 0  # run again (cron): nothing new to announce
     assert all(a["window"] >= 4 for a in checked["alerts"])
     assert checked["windows"][0]["signals"]["accuracy"] > 0.85  # 30 labelled BBC articles: the model is right
 

@@ -39,10 +39,16 @@ def _exercise(log: PredictionLog) -> None:
     assert rows[3]["label"] == "b" and rows[3]["rating"] == 4.0  # a rating later keeps the label
     assert np.array_equal(rows[0]["embedding"], vector) and rows[0]["probabilities"] == {"a": 0.9, "b": 0.1}
     assert rows[0]["input_hash"] == describe_input("text 0")["input_hash"] and rows[0]["input_words"] == 2
+    assert [row["id"] for row in log.rows("m", after=(rows[4]["ts"], rows[4]["id"]), limit=3)] == ids[5:8]
+    assert log.model_of(ids[0]) == "m" and log.model_of("req-missing") is None
     log.max_rows = 5
     assert log.rotate() == 7 and log.rotated_out() == 7  # the oldest go, and are counted
+    log.set_meta("rotated_out", "9")  # an update of the same key, not a second row
+    assert log.rotated_out() == 9 and log.meta("nothing") is None
     assert [row["id"] for row in log.rows()] == ids[7:]
     assert log.models() == ["m"]
+    odd = log.add(_prediction("nul \x00 and a lone \ud800 surrogate"))  # PostgreSQL's TEXT takes no NUL
+    assert "\x00" not in log.rows("m")[-1]["input_text"] and log.model_of(odd) == "m"
 
 
 def test_sqlite_log_records_feedback_and_rotates_counting(tmp_path):
@@ -50,7 +56,7 @@ def test_sqlite_log_records_feedback_and_rotates_counting(tmp_path):
     _exercise(log)
     log.close()
     again = open_log(tmp_path / "log.sqlite")  # a reader (monitor check) sees what the server wrote
-    assert len(again.rows("m")) == 5 and again.rotated_out() == 7
+    assert len(again.rows("m")) == 6 and again.rotated_out() == 9
     with pytest.raises(UserError, match="no prediction log"):
         open_log(tmp_path / "missing.sqlite")
 
@@ -175,3 +181,14 @@ def test_report_draws_every_signal_and_lists_alerts(tmp_path):
     page = write_report(result, tmp_path / "monitor.html").read_text()
     assert "1 alert(s)" in page and "<table id='alerts'>" in page and "input-drift" in page
     assert page.count("data:image/png;base64,") == 1 and "3 older ones rotated out" in page
+
+
+def test_retrain_refuses_before_training_what_it_cannot_do():
+    from tuneforge.pipelines.retrain import _check_trainable
+
+    rows = [(f"text {i}", "a") for i in range(6)]
+    with pytest.raises(UserError, match="no labelled feedback is left to hold out"):
+        _check_trainable(rows, [], [], ["a"])
+    with pytest.raises(UserError, match="fewer than 5 training rows of b"):
+        _check_trainable(rows, rows[:1], [("x", "b")], ["a", "b"])
+    _check_trainable(rows, rows[:1], [(f"y {i}", "b") for i in range(5)], ["a", "b"])

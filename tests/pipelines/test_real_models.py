@@ -212,3 +212,26 @@ def test_augmented_copies_reach_the_training_split_only(tmp_path):
     sample = report["augmentation"]["samples"][0]
     assert sample["augmented"] != sample["source"]
     assert "id='augmentation'" in (result.run_dir / "report.html").read_text()
+
+
+def test_minilm_learns_topics_and_tweet_sentiment_together(tmp_path):
+    """BBC topics (5 labels) and tweet sentiment (3 labels) on one MiniLM, a head each, sentiment weighted 2:1."""
+    from tuneforge.pipelines.multitask import multitask
+
+    config = load_config({
+        "name": "topics-and-sentiment", "model": {"name": "minilm"},
+        "data": {"path": "offline:bbc-news", "max_length": 48},
+        "method": {"name": "freeze", "embeddings": True, "layers": 3, "train_norms": False},
+        "train": {"epochs": 2, "batch_size": 16, "learning_rate": 1e-4, "early_stopping": None},
+        "evaluation": {"bootstrap_samples": 300}, "tracking": {"enabled": False},
+        "multitask": {"tasks": [
+            {"name": "topics", "data": {"max_rows": 400}},
+            {"name": "sentiment", "data": {"path": "offline:tweets", "label_column": "sentiment", "max_rows": 800},
+             "weight": 2}]}})
+    result = multitask(config, tmp_path / "run", log=lambda _: None)
+    topics, sentiment = result["tasks"]["topics"], result["tasks"]["sentiment"]
+    assert sentiment["labels"] == ["negative", "neutral", "positive"] and len(topics["labels"]) == 5
+    assert sentiment["epoch_rows"] > topics["epoch_rows"]
+    assert topics["finetuned"]["macro_f1"] > 0.8
+    for figures in (topics, sentiment):
+        assert figures["finetuned_minus_majority"]["macro_f1_ci"][0] > 0.1

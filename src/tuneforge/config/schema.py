@@ -340,6 +340,26 @@ class HpoConfig(Section):
         return self
 
 
+class MultitaskTask(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="The task's name (its head's name).")
+    data: dict[str, Any] = Field(default_factory=dict, description="This task's data: keys of the data section "
+                                 "(path, text_column, label_column, max_rows ...) over the run's own.")
+    weight: float = Field(1.0, gt=0, description="Its share of every training epoch, relative to the others' "
+                          "(sampled with repetition when the share is larger than its data).")
+
+
+class MultitaskConfig(Section):
+    tasks: list[MultitaskTask] = Field(min_length=2, description="The classification datasets trained together, "
+                                       "one head each on the shared encoder (tuneforge multitask).")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> MultitaskConfig:
+        names = [task.name for task in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"multitask.tasks: names must differ (got {', '.join(names)})")
+        return self
+
+
 class RunConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name (used in the run folder name).")
     model: ModelConfig = Field(description="The base model and task.")
@@ -352,6 +372,8 @@ class RunConfig(Section):
                                          description="Preference tuning and RLHF stages (reward-model, dpo, ppo ...).")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment tracking.")
     hpo: HpoConfig | None = Field(None, description="Hyperparameter search (used by tuneforge tune).")
+    multitask: MultitaskConfig | None = Field(None, description="Several classification datasets, one head each "
+                                              "(used by tuneforge multitask).")
     output_dir: str | None = Field(None, description="Run folder (default: runs/<name>-<timestamp>).")
 
     @model_validator(mode="after")

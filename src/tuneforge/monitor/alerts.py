@@ -25,7 +25,8 @@ def evaluate(series: list[dict[str, Any]], rules: list[AlertRule]) -> list[dict[
                 alerts.append({"rule": rule.name, "signal": rule.signal, "value": value,
                                "threshold": {"above": rule.above} if rule.above is not None else {"below": rule.below},
                                "window": window["window"], "windows_in_a_row": streak,
-                               "window_start": _iso(window["start"]), "window_end": _iso(window["end"])})
+                               "window_start": _iso(window["start"]), "window_end": _iso(window["end"]),
+                               "end_ts": window["end"]})
                 streak, quiet = 0, rule.cooldown
     return sorted(alerts, key=lambda alert: (alert["window"], alert["rule"]))
 

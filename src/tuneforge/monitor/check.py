@@ -17,7 +17,8 @@ from tuneforge.monitor.signals import signal_series
 def check(log_target: str | Path, run_dir: str | Path, config: MonitorConfig, model: str | None = None,
           log: Callable[[str], None] = print, notify: bool = True, reference: Reference | None = None) -> dict[str, Any]:
     """The windows, their signals and the alerts for the model served from ``run_dir`` (its folder's name unless
-    ``model`` says otherwise); alerts are logged and posted to the webhook when ``notify``."""
+    ``model`` says otherwise). With ``notify``, the alerts no earlier check announced (``new_alerts``) are logged
+    and posted to the webhook, and the log remembers them, so a check from cron pages once per alert."""
     root, _, _ = run_folder(run_dir)
     name = model or root.resolve().name
     prediction_log = open_log(log_target)
@@ -28,13 +29,19 @@ def check(log_target: str | Path, run_dir: str | Path, config: MonitorConfig, mo
             raise UserError(f"{log_target}: no requests logged for model {name!r} (logged models: {known}); "
                             f"--model NAME picks one")
         rotated = prediction_log.rotated_out()
+        reference = reference or load_reference(root, log=log)
+        series = signal_series(rows, reference, config)
+        alerts = evaluate(series, config.rules)
+        announced = float(prediction_log.meta(f"announced:{name}") or "-inf")
+        new = [alert for alert in alerts if alert["end_ts"] > announced]
+        failures: list[str] = []
+        if notify and new:
+            failures = deliver(new, name, config.webhook, log)
+            prediction_log.set_meta(f"announced:{name}", repr(max(alert["end_ts"] for alert in new)))
     finally:
         prediction_log.close()
-    reference = reference or load_reference(root, log=log)
-    series = signal_series(rows, reference, config)
-    alerts = evaluate(series, config.rules)
-    failures = deliver(alerts, name, config.webhook, log) if notify else []
     return {"model": name, "run": str(root), "log": str(log_target), "rows": len(rows), "rotated_out": rotated,
+            "new_alerts": len(new),
             "labelled": sum(row.get("label") is not None for row in rows),
             "window": f"{config.window_requests} requests" if config.window_requests else
             f"{config.window_minutes:g} minutes", "reference": _reference_summary(reference),

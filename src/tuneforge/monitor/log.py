@@ -46,9 +46,11 @@ class Prediction:
 
 
 def describe_input(text: str, keep_text: bool = True) -> dict[str, Any]:
-    """What the log keeps of an input: its hash and length, and the text itself unless ``keep_text`` is off."""
-    return {"input_text": text if keep_text else None, "input_hash": hashlib.sha256(text.encode()).hexdigest()[:16],
-            "input_chars": len(text), "input_words": len(text.split())}
+    """What the log keeps of an input: its hash and length, and the text itself unless ``keep_text`` is off (NUL
+    characters, which PostgreSQL's TEXT cannot hold, become U+FFFD; a lone surrogate is hashed as it is)."""
+    digest = hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()[:16]
+    kept = text.replace("\x00", "\ufffd").encode("utf-8", errors="replace").decode("utf-8") if keep_text else None
+    return {"input_text": kept, "input_hash": digest, "input_chars": len(text), "input_words": len(text.split())}
 
 
 class PredictionLog:
@@ -57,7 +59,7 @@ class PredictionLog:
     def __init__(self, target: str | Path, max_rows: int = 1_000_000):
         self.target, self.max_rows = str(target), max_rows
         self.postgres = self.target.startswith(("postgresql://", "postgres://"))
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._since_check = 0
         self._connection = self._connect()
         self._create()
@@ -68,7 +70,7 @@ class PredictionLog:
 
             try:
                 return psycopg.connect(self.target, autocommit=True)
-            except psycopg.OperationalError as exc:
+            except psycopg.Error as exc:
                 raise UserError(f"--log-db {self.target}: cannot connect ({str(exc).strip().splitlines()[0]})") from None
         import sqlite3
 
@@ -84,7 +86,13 @@ class PredictionLog:
 
     def _execute(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            cursor = self._connection.execute(self._sql(statement), params)
+            try:
+                cursor = self._connection.execute(self._sql(statement), params)
+            except Exception:
+                if not (self.postgres and self._connection.closed):
+                    raise
+                self._connection = self._connect()  # the PostgreSQL server restarted: connect again, once
+                cursor = self._connection.execute(self._sql(statement), params)
             return list(cursor.fetchall()) if cursor.description else []
 
     def _create(self) -> None:
@@ -97,33 +105,43 @@ class PredictionLog:
 
     def add(self, prediction: Prediction) -> str:
         row = asdict(prediction)
-        self._execute(f"INSERT INTO predictions ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                      tuple(row.values()))
-        self._since_check += 1
-        if self._since_check >= ROTATE_EVERY:
-            self._since_check = 0
-            self.rotate()
+        with self._lock:
+            self._execute(f"INSERT INTO predictions ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                          tuple(row.values()))
+            self._since_check += 1
+            if self._since_check >= ROTATE_EVERY:
+                self._since_check = 0
+                self.rotate()
         return prediction.id
 
     def rotate(self) -> int:
         """Past ``max_rows``, the oldest rows go; how many went is kept in the log (``rotated_out``)."""
-        total = self._execute("SELECT COUNT(*) FROM predictions")[0][0]
-        extra = total - self.max_rows
-        if extra <= 0:
-            return 0
-        cutoff = self._execute("SELECT ts FROM predictions ORDER BY ts LIMIT 1 OFFSET ?", (extra - 1,))[0][0]
-        gone = self._execute("SELECT COUNT(*) FROM predictions WHERE ts <= ?", (cutoff,))[0][0]
-        self._execute("DELETE FROM predictions WHERE ts <= ?", (cutoff,))
-        self._set_meta("rotated_out", str(self.rotated_out() + gone))
-        return gone
+        with self._lock:
+            total = self._execute("SELECT COUNT(*) FROM predictions")[0][0]
+            extra = total - self.max_rows
+            if extra <= 0:
+                return 0
+            cutoff = self._execute("SELECT ts FROM predictions ORDER BY ts LIMIT 1 OFFSET ?", (extra - 1,))[0][0]
+            gone = self._execute("SELECT COUNT(*) FROM predictions WHERE ts <= ?", (cutoff,))[0][0]
+            self._execute("DELETE FROM predictions WHERE ts <= ?", (cutoff,))
+            self.set_meta("rotated_out", str(self.rotated_out() + gone))
+            return gone
 
     def rotated_out(self) -> int:
-        found = self._execute("SELECT value FROM log_meta WHERE key = ?", ("rotated_out",))
-        return int(found[0][0]) if found else 0
+        found = self.meta("rotated_out")
+        return int(found) if found else 0
 
-    def _set_meta(self, key: str, value: str) -> None:
-        self._execute("DELETE FROM log_meta WHERE key = ?", (key,))
-        self._execute("INSERT INTO log_meta (key, value) VALUES (?, ?)", (key, value))
+    def meta(self, key: str) -> str | None:
+        found = self._execute("SELECT value FROM log_meta WHERE key = ?", (key,))
+        return found[0][0] if found else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._execute("INSERT INTO log_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = "
+                      "excluded.value", (key, value))
+
+    def model_of(self, request_id: str) -> str | None:
+        found = self._execute("SELECT model FROM predictions WHERE id = ?", (request_id,))
+        return found[0][0] if found else None
 
     def feedback(self, request_id: str, label: str | None = None, rating: float | None = None) -> bool:
         """Attach a true label and/or a rating to a logged request; False when the id is not in the log."""
@@ -136,12 +154,23 @@ class PredictionLog:
     def models(self) -> list[str]:
         return sorted(row[0] for row in self._execute("SELECT DISTINCT model FROM predictions"))
 
-    def rows(self, model: str | None = None) -> list[dict[str, Any]]:
-        """The rows in time order (of one model), embeddings as float32 arrays, probabilities as dicts."""
+    def rows(self, model: str | None = None, after: tuple[float, str] | None = None,
+             limit: int | None = None) -> list[dict[str, Any]]:
+        """The rows in time order (of one model; after the row ``(ts, id)``; at most ``limit``), embeddings as
+        float32 arrays, probabilities as dicts."""
         import numpy as np
 
-        where, params = ("WHERE model = ?", (model,)) if model else ("", ())
-        found = self._execute(f"SELECT {', '.join(COLUMNS)} FROM predictions {where} ORDER BY ts, id", params)
+        conditions, params = [], []
+        if model:
+            conditions.append("model = ?")
+            params.append(model)
+        if after is not None:
+            conditions.append("(ts > ? OR (ts = ? AND id > ?))")
+            params += [after[0], after[0], after[1]]
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        bound = f" LIMIT {int(limit)}" if limit else ""
+        found = self._execute(f"SELECT {', '.join(COLUMNS)} FROM predictions {where} ORDER BY ts, id{bound}",
+                              tuple(params))
         rows = []
         for values in found:
             row = dict(zip(COLUMNS, values))

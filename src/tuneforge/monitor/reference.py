@@ -59,11 +59,14 @@ def load_reference(run_dir: str | Path, predictor: Any = None, embedder: Any = N
             return _from_arrays(stored, info)
     log(f"building the drift reference of {root.name} from its validation split (once)")
     reference, info = _build(root, model_dir, meta, predictor, embedder)
-    cache.parent.mkdir(exist_ok=True)
-    tmp = cache.with_name(".reference.tmp.npz")
-    np.savez(tmp, embeddings=reference.embeddings, input_words=reference.input_words,
-             confidences=reference.confidences, info=np.array(json.dumps({**info, "model_stamp": stamp})))
-    tmp.replace(cache)
+    try:
+        cache.parent.mkdir(exist_ok=True)
+        tmp = cache.with_name(".reference.tmp.npz")
+        np.savez(tmp, embeddings=reference.embeddings, input_words=reference.input_words,
+                 confidences=reference.confidences, info=np.array(json.dumps({**info, "model_stamp": stamp})))
+        tmp.replace(cache)
+    except OSError as exc:  # a read-only run folder: the reference is used, just not kept
+        log(f"warning: could not keep the reference in {cache} ({exc.strerror}); it is built again next time")
     return reference
 
 

@@ -63,16 +63,19 @@ def _stage_data(config: RunConfig, stages: list[str], start_from: str | Path | N
     from tuneforge.config.loader import load_config
     from tuneforge.data.prepare import prepare_data
 
-    sources = []
+    sources = []  # (name, data section, seed): a trained run's data is split with its own seed, as it was
     if start_from is not None:
         first = load_config(Path(start_from) / "config.yaml")
-        sources.append((str(first.data.path), first.data))
-    sources += [(path, config.data.model_copy(update={"path": path})) for path in stages]
+        sources.append((str(first.data.path), first.data, first.train.seed))
+    sources += [(path, config.data.model_copy(update={"path": path}), config.train.seed) for path in stages]
     if len(sources) < 2:
         raise UserError("continual learning needs at least two stages (--stage DATA, or --from RUN and a --stage)")
     datas = []
-    for name, data_config in sources:
-        prepared = prepare_data(data_config, config.train.seed)
+    for name, data_config, seed in sources:
+        prepared = prepare_data(data_config, seed)
+        if not prepared.splits["test"] or not prepared.splits["train"]:
+            raise UserError(f"--stage {name}: no rows in its train or test split ({len(prepared.splits['train'])} "
+                            f"and {len(prepared.splits['test'])}); give the stage more data")
         datas.append({"name": name, "labels": prepared.labels, **{
             split: [(row.text or "", str(row.label)) for row in prepared.splits[split]] for split in ("train", "test")}})
     for data in datas[1:]:

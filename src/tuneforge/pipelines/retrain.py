@@ -16,6 +16,8 @@ from typing import Any, Callable
 from tuneforge.errors import UserError
 from tuneforge.io import atomic_write_json, atomic_write_text
 
+MIN_ROWS_PER_LABEL = 5  # the new run splits its rows again (validation, test): each label must reach each split
+
 
 def retrain(run_dir: str | Path, feedback: str | Path, output: str | Path, model: str | None = None,
             replay: float = 1.0, new_test_share: float = 0.3, overrides: list[str] | None = None, seed: int = 0,
@@ -30,10 +32,14 @@ def retrain(run_dir: str | Path, feedback: str | Path, output: str | Path, model
     root, _, meta = run_folder(run_dir)
     old_config = load_config(root / "config.yaml")
     new_rows, counts = labelled_feedback(feedback, model or root.resolve().name, list(meta["labels"]))
-    new_train, new_test = _split(new_rows, new_test_share, seed)
     old = prepare_data(old_config.data, old_config.train.seed)
+    old_test_texts = {row.text for row in old.splits["test"]}
+    counts["in_old_test_split"] = sum(text in old_test_texts for text, _ in new_rows)  # the yardstick stays unseen
+    new_rows = [(text, label) for text, label in new_rows if text not in old_test_texts]
+    new_train, new_test = _split(new_rows, new_test_share, seed)
     old_train = [(row.text or "", str(row.label)) for row in old.splits["train"]]
     replayed = random.Random(seed).sample(old_train, min(len(old_train), round(replay * len(new_train))))
+    _check_trainable(new_train, new_test, replayed, list(meta["labels"]))
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     data_file = output.parent / f"{output.name}-data.csv"
@@ -61,6 +67,20 @@ def retrain(run_dir: str | Path, feedback: str | Path, output: str | Path, model
     return record
 
 
+def _check_trainable(new_train: list[tuple[str, str]], new_test: list[tuple[str, str]],
+                     replayed: list[tuple[str, str]], labels: list[str]) -> None:
+    """Before any training: new data held out to score on, and every label of the run in the training rows (the
+    new run keeps the run's head, so a label with no rows would change its size)."""
+    if not new_test:
+        raise UserError("retrain: no labelled feedback is left to hold out (raise --new-test-share or give more "
+                        "feedback)")
+    present = Counter(label for _, label in new_train + replayed)
+    missing = [label for label in labels if present[label] < MIN_ROWS_PER_LABEL]
+    if missing:
+        raise UserError(f"retrain: fewer than {MIN_ROWS_PER_LABEL} training rows of {', '.join(missing)} (feedback plus "
+                        f"replay); give feedback for every label or replay old rows (--replay 1)")
+
+
 def ewc_callback(root: Path, old_train: list[tuple[str, str]], labels: list[str], max_length: int, strength: float,
                  samples: int, seed: int) -> Any:
     """EWC anchored on the run's weights, its Fisher information estimated on a sample of its old training rows."""
@@ -80,8 +100,9 @@ def labelled_feedback(target: str | Path, model: str, labels: list[str]) -> tupl
     from tuneforge.monitor.log import open_log
 
     prediction_log = open_log(target)
-    try:
-        rows = [row for row in prediction_log.rows(model) if row.get("label") is not None]
+    try:  # in the order the labels came, so that a text labelled twice keeps its latest label
+        rows = sorted((row for row in prediction_log.rows(model) if row.get("label") is not None),
+                      key=lambda row: row["feedback_ts"] or 0.0)
     finally:
         prediction_log.close()
     without_text = sum(row["input_text"] is None for row in rows)

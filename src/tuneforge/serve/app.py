@@ -157,18 +157,29 @@ def create_app(state: State) -> FastAPI:
     @app.post("/v1/feedback")
     async def feedback(body: FeedbackRequest) -> dict[str, Any]:
         """A true label and/or a rating for a logged request (its id: the classify item's or the completion's)."""
-        if state.recorder is None:
-            raise ApiError(400, "this server keeps no prediction log (tuneforge serve --log-db FILE)",
-                           "invalid_request_error", "no_log")
-        if body.label is None and body.rating is None:
-            raise ApiError(422, "give a label, a rating or both", "invalid_request_error", "invalid_value")
-        found = await asyncio.get_running_loop().run_in_executor(None, state.recorder.log.feedback, body.id,
-                                                                 body.label, body.rating)
-        if not found:
-            raise ApiError(404, f"id {body.id!r} is not in the prediction log", "invalid_request_error", "not_found")
+        await _record_feedback(state, body)
         return {"object": "feedback", "id": body.id, "label": body.label, "rating": body.rating}
 
     return app
+
+
+async def _record_feedback(state: State, body: FeedbackRequest) -> None:
+    """The feedback checked (a log, a known id, a label of the model) and attached to its request."""
+    if state.recorder is None:
+        raise ApiError(400, "this server keeps no prediction log (tuneforge serve --log-db FILE)",
+                       "invalid_request_error", "no_log")
+    if body.label is None and body.rating is None:
+        raise ApiError(422, "give a label, a rating or both", "invalid_request_error", "invalid_value")
+    loop = asyncio.get_running_loop()
+    model = await loop.run_in_executor(None, state.recorder.log.model_of, body.id)
+    if model is None:
+        raise ApiError(404, f"id {body.id!r} is not in the prediction log", "invalid_request_error", "not_found")
+    served = state.catalog.models.get(model) if state.catalog is not None else None
+    labels = getattr(getattr(served, "predictor", None), "labels", None)
+    if body.label is not None and isinstance(labels, list) and labels and body.label not in labels:
+        raise ApiError(422, f"label: {body.label!r} is not one of {model}'s labels ({', '.join(labels)})",
+                       "invalid_request_error", "invalid_value")
+    await loop.run_in_executor(None, state.recorder.log.feedback, body.id, body.label, body.rating)
 
 
 def _guards(app: FastAPI, state: State) -> None:
@@ -375,7 +386,8 @@ def _label_and_record(state: State, served: Any, body: ClassifyRequest) -> list[
         texts = [body.question or ""] if served.task.inputs == ("question", "context") else \
             ([body.input] if isinstance(body.input, str) else list(body.input or []))
         ids = state.recorder.record_labels(served.name, "/v1/classify", texts, result, time.perf_counter() - started)
-        result = [{"id": ident, **item} for ident, item in zip(ids, result)]
+        if ids is not None:
+            result = [{"id": ident, **item} for ident, item in zip(ids, result)]
     return result
 
 

@@ -28,6 +28,8 @@ class ServerMetrics:
                             "model (tuneforge serve --monitor)", ["model", "signal"], registry=self.registry)
         self._alerts = Counter("tuneforge_alerts", "Alerts raised by the monitor rules", ["model", "rule"],
                                registry=self.registry)
+        self._log_failures = Counter("tuneforge_log_failures", "Requests the prediction log could not take (answered "
+                                     "all the same)", ["model"], registry=self.registry)
         self._logged = Counter("tuneforge_logged_requests", "Requests written to the prediction log", ["model"],
                                registry=self.registry)
 
@@ -47,9 +49,12 @@ class ServerMetrics:
         self._batch.labels(engine).observe(size)
 
     def drift(self, model: str, signals: dict[str, float | None]) -> None:
+        """The last window's signals; one it could not read is NaN (not the value of an older window)."""
         for name, value in signals.items():
-            if value is not None:
-                self._drift.labels(model, name).set(value)
+            self._drift.labels(model, name).set(float("nan") if value is None else value)
+
+    def log_failure(self, model: str) -> None:
+        self._log_failures.labels(model).inc()
 
     def alert(self, model: str, rule: str) -> None:
         self._alerts.labels(model, rule).inc()

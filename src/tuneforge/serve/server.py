@@ -85,6 +85,9 @@ class Server:
 
         watched = {name: served.source for name, served in catalog.models.items()
                    if served.task.monitored and served.generator is None}
+        if self.monitor is not None and self.monitor.window_requests is None:
+            self.say("warning: the live monitor cuts windows by requests (window_requests); with window_minutes, "
+                     "run tuneforge monitor check from cron instead")
         return Recorder(PredictionLog(self.log_db), Embedder(), self.state.metrics, self.log_text, self.monitor,
                         watched, self.say)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -22,7 +23,10 @@ class Recorder:
     monitor: Any = None  # config.monitor.MonitorConfig: check windows as they complete
     run_dirs: dict[str, str] = field(default_factory=dict)  # model name -> run folder (labelling runs)
     say: Callable[[str], None] = print
+    started: float = field(default_factory=time.time)  # the live watcher reads traffic from here on
+    failures: int = 0  # requests the log could not take (each also a warning line)
     _counts: dict[str, int] = field(default_factory=dict)
+    _last: dict[str, tuple[float, str]] = field(default_factory=dict)  # the last row checked, per model
     _series: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _references: dict[str, Any] = field(default_factory=dict)
     _jobs: queue.Queue[str | None] = field(default_factory=queue.Queue)
@@ -30,8 +34,22 @@ class Recorder:
     _worker: threading.Thread | None = None
 
     def record_labels(self, model: str, endpoint: str, texts: list[str], results: list[dict[str, Any]],
-                      seconds: float) -> list[str]:
-        """One row per text of a labelling request; returns their ids (for POST /v1/feedback)."""
+                      seconds: float) -> list[str] | None:
+        """One row per text of a labelling request; returns their ids (for POST /v1/feedback), or None when the log
+        failed (the request is still answered: a warning line and ``tuneforge_log_failures`` say so)."""
+        try:
+            return self._record_labels(model, endpoint, texts, results, seconds)
+        except Exception as exc:  # noqa: BLE001 - a broken log must not fail the request it records
+            self._failed(model, exc)
+            return None
+
+    def _failed(self, model: str, exc: Exception) -> None:
+        self.failures += 1
+        self.metrics.log_failure(model)
+        self.say(f"warning: the prediction log did not take a {model} request ({type(exc).__name__}: {exc})")
+
+    def _record_labels(self, model: str, endpoint: str, texts: list[str], results: list[dict[str, Any]],
+                       seconds: float) -> list[str]:
         vectors = self.embedder.embed(texts) if self.embedder is not None else [None] * len(texts)
         ids = []
         for text, result, vector in zip(texts, results, vectors):
@@ -47,11 +65,14 @@ class Recorder:
 
     def record_generation(self, model: str, endpoint: str, ident: str, prompt: str, output_tokens: int,
                           seconds: float) -> None:
-        vector = self.embedder.embed([prompt])[0].tobytes() if self.embedder is not None else None
-        self.log.add(Prediction(model=model, endpoint=endpoint, **describe_input(prompt, self.keep_text),
-                                embedding=vector, output_tokens=output_tokens, latency_ms=round(seconds * 1000, 2),
-                                id=ident))
-        self._logged(model, 1)
+        try:
+            vector = self.embedder.embed([prompt])[0].tobytes() if self.embedder is not None else None
+            self.log.add(Prediction(model=model, endpoint=endpoint, **describe_input(prompt, self.keep_text),
+                                    embedding=vector, output_tokens=output_tokens,
+                                    latency_ms=round(seconds * 1000, 2), id=ident))
+            self._logged(model, 1)
+        except Exception as exc:  # noqa: BLE001 - a broken log must not fail the request it records
+            self._failed(model, exc)
 
     def _logged(self, model: str, count: int) -> None:
         self.metrics.logged(model, count)
@@ -61,11 +82,11 @@ class Recorder:
             before = self._counts.get(model, 0)
             self._counts[model] = before + count
             completed = (before + count) // self.monitor.window_requests - before // self.monitor.window_requests
-        for _ in range(completed):
-            self._jobs.put(model)
-        if completed and self._worker is None:
-            self._worker = threading.Thread(target=self._watch, name="tuneforge-monitor", daemon=True)
-            self._worker.start()
+            for _ in range(completed):
+                self._jobs.put(model)
+            if completed and self._worker is None:
+                self._worker = threading.Thread(target=self._watch, name="tuneforge-monitor", daemon=True)
+                self._worker.start()
 
     def _watch(self) -> None:
         while True:
@@ -87,8 +108,11 @@ class Recorder:
         if model not in self._references:
             self._references[model] = load_reference(self.run_dirs[model], embedder=self.embedder, log=self.say)
         series = self._series.setdefault(model, [])
-        size = self.monitor.window_requests
-        window = self.log.rows(model)[len(series) * size:(len(series) + 1) * size]
+        window = self.log.rows(model, after=self._last.get(model, (self.started, "")),
+                               limit=self.monitor.window_requests)  # this server's traffic, window after window
+        if not window:
+            return
+        self._last[model] = (window[-1]["ts"], window[-1]["id"])
         signals, intervals = window_signals(window, self._references[model], self.monitor,
                                             seed=self.monitor.seed + len(series))
         series.append({"window": len(series), "start": window[0]["ts"], "end": window[-1]["ts"], "rows": len(window),
