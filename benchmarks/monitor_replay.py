@@ -26,7 +26,7 @@ from pathlib import Path
 
 SHOWN = ("embedding_mmd_p", "domain_auc", "prediction_psi", "prediction_chi2_p", "oov_share", "confidence_mean",
          "input_words_mean")
-SHIFTS = {"tweets": ("offline:tweets", "text", "sentiment"),
+SHIFTS = {"tweets": ("offline:tweets", "text", "label"),
           "chatterbot": ("offline:chatterbot-news-topics", "text", "label")}
 
 

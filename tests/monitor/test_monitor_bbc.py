@@ -49,7 +49,7 @@ def test_served_run_alarms_on_tweets_not_on_its_own_test_articles(bbc_run, tmp_p
     config = load_monitor_config(EXAMPLE)
     size = config.window_requests
     bbc = replay.shuffled(replay.run_split(bbc_run, "test"), seed=0, count=4 * size)
-    tweets = replay.shuffled(replay.table_rows("offline:tweets", "text", "sentiment"), seed=0, count=2 * size)
+    tweets = replay.shuffled(replay.table_rows("offline:tweets"), seed=0, count=2 * size)
     lines: list[str] = []
     server = serve([bbc_run], log_db=tmp_path / "log.sqlite", monitor=config, say=lines.append)
     try:
@@ -134,7 +134,7 @@ def test_false_alarm_rate_across_seeds_and_tweets_always_alarm(bbc_run):
     predictor = load_label_predictor(model_dir, meta)
     reference = load_reference(bbc_run, predictor=predictor, embedder=embedder, log=lambda _: None)
     bbc = _rows([text for text, _ in replay.run_split(bbc_run, "test")], predictor, embedder)
-    tweets = _rows([t for t, _ in replay.table_rows("offline:tweets", "text", "sentiment")[:2000:10]], predictor,
+    tweets = _rows([t for t, _ in replay.table_rows("offline:tweets")[:2000:10]], predictor,
                    embedder)
     size, seeds, alarmed, late = config.window_requests, 20, 0, []
     for seed in range(seeds):

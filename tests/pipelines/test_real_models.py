@@ -226,7 +226,7 @@ def test_minilm_learns_topics_and_tweet_sentiment_together(tmp_path):
         "evaluation": {"bootstrap_samples": 300}, "tracking": {"enabled": False},
         "multitask": {"tasks": [
             {"name": "topics", "data": {"max_rows": 400}},
-            {"name": "sentiment", "data": {"path": "offline:tweets", "label_column": "sentiment", "max_rows": 800},
+            {"name": "sentiment", "data": {"path": "offline:tweets", "max_rows": 800},
              "weight": 2}]}})
     result = multitask(config, tmp_path / "run", log=lambda _: None)
     topics, sentiment = result["tasks"]["topics"], result["tasks"]["sentiment"]
