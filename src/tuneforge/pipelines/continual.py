@@ -16,7 +16,7 @@ import numpy as np
 from tuneforge.config.schema import RunConfig
 from tuneforge.errors import UserError
 from tuneforge.io import atomic_write_json
-from tuneforge.pipelines.retrain import ewc_callback, write_rows
+from tuneforge.pipelines.retrain import config_on_rows, ewc_callback, write_rows
 
 BOOTSTRAP = 1000
 
@@ -42,7 +42,8 @@ def continual(config: RunConfig, stages: list[str], output: str | Path, replay: 
         stage_dir = output / f"stage-{index}"
         write_rows(output / f"stage-{index}-data.csv", rows)
         log(f"stage {index}: {data['name']}: {len(data['train'])} rows + {len(replayed)} replayed")
-        stage_config = load_config(_stage_config(config, index, runs, output / f"stage-{index}-data.csv", stage_dir))
+        stage_config = load_config(config_on_rows(config, f"{config.name}-stage-{index}", runs[-1] if runs else None,
+                                                  output / f"stage-{index}-data.csv", stage_dir))
         callbacks = [ewc_callback(runs[-1], seen, datas[0]["labels"], config.data.max_length, ewc, 200, index)] \
             if ewc > 0 and runs else []
         from tuneforge.pipelines.finetune import finetune
@@ -83,17 +84,6 @@ def _stage_data(config: RunConfig, stages: list[str], start_from: str | Path | N
             raise UserError(f"--stage {data['name']}: labels {', '.join(data['labels'])} differ from the first "
                             f"stage's ({', '.join(datas[0]['labels'])}); continual stages share one label set")
     return datas
-
-
-def _stage_config(config: RunConfig, index: int, runs: list[Path], data_file: Path, stage_dir: Path) -> dict[str, Any]:
-    data = config.model_dump(mode="json")
-    data["name"] = f"{config.name}-stage-{index}"
-    if runs:
-        data["model"]["name"] = str(runs[-1].resolve())
-    data["data"].update(path=str(data_file.resolve()), format="csv", text_column="text", label_column="label",
-                        max_rows=None, split={"train": 0.8, "validation": 0.1, "test": 0.1, "stratify": True})
-    data["output_dir"], data["hpo"] = str(stage_dir), None
-    return data
 
 
 def score_matrix(runs: list[Path], datas: list[dict[str, Any]]) -> dict[str, Any]:

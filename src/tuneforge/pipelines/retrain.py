@@ -47,7 +47,9 @@ def retrain(run_dir: str | Path, feedback: str | Path, output: str | Path, model
                [(t, label, "replay") for t, label in replayed])
     log(f"retraining {root.name}: {len(new_train)} labelled feedback rows + {len(replayed)} replayed training rows; "
         f"{len(new_test)} feedback rows held out")
-    config = load_config(_new_config(old_config, root, data_file, output), overrides or [])
+    settings = config_on_rows(old_config, f"{old_config.name}-retrained", root, data_file, output)
+    settings["data"]["augment"] = None  # the feedback as it came
+    config = load_config(settings, overrides or [])
     callbacks = [ewc_callback(root, old_train, list(meta["labels"]), old_config.data.max_length, ewc, ewc_samples,
                               seed)] if ewc > 0 else []
     result = finetune(config, output=output, log=log, callbacks=callbacks)
@@ -143,16 +145,16 @@ def write_rows(path: Path, rows: list[tuple[str, str, str]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def _new_config(old: Any, root: Path, data_file: Path, output: Path) -> dict[str, Any]:
-    """The old run's config, from the old run's model, on the new data (its own split of it for validation)."""
-    data = old.model_dump(mode="json")
-    data["name"] = f"{old.name}-retrained"
-    data["model"]["name"] = str(root.resolve())
+def config_on_rows(config: Any, name: str, start: Path | None, data_file: Path, output: Path) -> dict[str, Any]:
+    """A run's settings on rows written by :func:`write_rows` (split again 80/10/10 for its own validation), from
+    the run folder ``start`` when given (retrain, a continual stage), into ``output``."""
+    data = config.model_dump(mode="json")
+    data["name"] = name
+    if start is not None:
+        data["model"]["name"] = str(Path(start).resolve())
     data["data"].update(path=str(data_file.resolve()), format="csv", text_column="text", label_column="label",
-                        max_rows=None, augment=None, split={"train": 0.8, "validation": 0.1, "test": 0.1,
-                                                            "stratify": True})
-    data["output_dir"] = str(output)
-    data["hpo"] = None
+                        max_rows=None, split={"train": 0.8, "validation": 0.1, "test": 0.1, "stratify": True})
+    data["output_dir"], data["hpo"] = str(output), None
     return data
 
 
