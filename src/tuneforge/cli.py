@@ -14,12 +14,15 @@ from tuneforge.cli_deploy import add_commands as add_deploy_commands
 from tuneforge.cli_deploy import precision_arg
 from tuneforge.cli_monitor import COMMANDS as MONITOR_COMMANDS
 from tuneforge.cli_monitor import add_commands as add_monitor_commands
+from tuneforge.cli_scale import SCALE_COMMANDS, add_scale_parsers
 
 HELP = """tuneforge: fine-tune a pretrained model on your data, evaluate it honestly against baselines.
 
   tuneforge quickstart                         fine-tune MiniLM on BBC News topics (CPU, a few minutes)
   tuneforge quickstart --task chat             instruction-tune SmolLM2-135M on chatterbot Q/A pairs (CPU)
   tuneforge train cfg.yaml [key.sub=value ...] one run from a YAML config (see: tuneforge config keys)
+  tuneforge train cfg.yaml --nproc 8           the same run on 8 processes/GPUs (distributed: ddp, fsdp, zero2/3)
+  tuneforge cloud spec cfg.yaml --target skypilot --gpus A100:8 --output D   a cloud job that runs it
   tuneforge predict RUN_DIR --text "..."       label new text with a trained run
   tuneforge predict RUN_DIR --question Q --context C   the answer span in C (a question-answering run)
   tuneforge generate RUN_DIR --prompt "..."    answer prompts with a trained generative run
@@ -50,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_estimate(sub)
     add_deploy_commands(sub)
     add_monitor_commands(sub)
+    add_scale_parsers(sub)
     _add_tune(sub)
     _add_runs(sub)
     _add_config(sub)
@@ -169,6 +173,12 @@ def _train_args(train: argparse.ArgumentParser) -> None:
     train.add_argument("--output", help="run folder (default runs/<name>-<timestamp>)")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     train.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints/ after a finished run")
+    scale = train.add_argument_group("several processes (torchrun underneath; the config's distributed: section)")
+    scale.add_argument("--nproc", type=int, help="processes on this machine (one per GPU; on a CPU, gloo)")
+    scale.add_argument("--nnodes", type=int, default=1, help="machines (default 1); each runs this command")
+    scale.add_argument("--node-rank", type=int, default=0, help="this machine's number, 0 to nnodes-1")
+    scale.add_argument("--master-addr", default="127.0.0.1", help="the address of machine 0")
+    scale.add_argument("--master-port", type=int, default=29500, help="a free port on machine 0 (default 29500)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     commands: dict[str, Callable[[Any], int]] = {"init": _init, "train": _train, "quickstart": _quickstart,
                                                  "predict": _predict,
                                                  "config": _config, "tune": _tune, "runs": _runs,
-                                                 "generate": _generate, "chat": _chat, **DEPLOY_COMMANDS, **MONITOR_COMMANDS,
+                                                 "generate": _generate, "chat": _chat, **DEPLOY_COMMANDS, **MONITOR_COMMANDS, **SCALE_COMMANDS,
                                                  "compare-methods": _compare_methods, "estimate": _estimate}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging
@@ -257,9 +267,17 @@ def _train(args: Any) -> int:
     from tuneforge.pipelines.finetune import finetune
     from tuneforge.summary import print_summary
 
+    if args.nproc or args.nnodes > 1:
+        from tuneforge.pipelines.launch import Topology, launch
+
+        topology = Topology(args.nproc or 1, args.nnodes, args.node_rank, args.master_addr, args.master_port)
+        return launch(args.config, args.overrides, topology, args.output, args.resume, args.keep_checkpoints)
+    from tuneforge.training.distributed import world
+
     config = load_config(args.config, args.overrides)
     result = finetune(config, output=args.output, resume=args.resume, keep_checkpoints=args.keep_checkpoints)
-    print_summary(result)
+    if world().main:  # under torchrun the first process prints the summary
+        print_summary(result)
     return 0
 
 

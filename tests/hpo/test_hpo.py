@@ -262,7 +262,7 @@ def test_a_study_killed_at_a_random_step_resumes_to_the_same_result(tiny_bert, t
     assert values(json.loads((tmp_path / "straight" / "trials.json").read_text())) == values(trials)
 
 
-def test_two_workers_share_one_study_in_postgresql(tiny_bert, tiny_csv, tmp_path):
+def test_workers_on_two_machines_share_one_study_in_postgresql(tiny_bert, tiny_csv, tmp_path):
     from postgres import pg_bin, postgres_server
 
     if pg_bin() is None:
@@ -275,18 +275,23 @@ def test_two_workers_share_one_study_in_postgresql(tiny_bert, tiny_csv, tmp_path
            "space": {"train.learning_rate": {"type": "float", "low": 1e-4, "high": 5e-2, "log": True}}}
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(study_config(tiny_bert, tiny_csv, hpo, epochs=6)))
+    machine_a, machine_b = tmp_path / "a", tmp_path / "b"  # two "machines": own working folders, one database
+    machine_a.mkdir()
+    machine_b.mkdir()
     with postgres_server() as url:
-        main = run_cli(["tune", str(path), "--storage", url, "--workers", "2", "--output", str(tmp_path / "s")],
-                       tmp_path)
+        main = run_cli(["tune", str(path), "--storage", url, "--output", str(machine_a / "s")], machine_a)
+        other = run_cli(["tune", str(path), "--storage", url, "--worker-only", "--output", str(machine_b / "s")],
+                        machine_b)
         output = main.communicate(timeout=600)[0]
         assert main.returncode == 0, output
+        assert other.wait(timeout=300) == 0, other.stdout.read()[-2000:]
         study = optuna.load_study(study_name="tiny", storage=url)
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         workers = {t.user_attrs["worker"] for t in complete}
         other = [(t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in study.trials if t not in complete]
     assert len(complete) >= 8, (other, output[-2000:])
     assert len(workers) == 2, workers  # both processes ran trials of the one study
-    summary = json.loads((tmp_path / "s" / "study.json").read_text())
+    summary = json.loads((machine_a / "s" / "study.json").read_text())
     assert summary["storage"] == url and summary["test"]["finetuned"]["n"] == 18
 
 

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, field_validator, model_validator
 
+from tuneforge.config.distributed import DistributedConfig
+
 
 class Section(BaseModel):
     """A config section: unknown keys are errors (a typo must not be silently ignored)."""
@@ -371,6 +373,8 @@ class RunConfig(Section):
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig,
                                          description="Preference tuning and RLHF stages (reward-model, dpo, ppo ...).")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment tracking.")
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig,
+                                           description="How train --nproc N spreads the run over processes.")
     hpo: HpoConfig | None = Field(None, description="Hyperparameter search (used by tuneforge tune).")
     multitask: MultitaskConfig | None = Field(None, description="Several classification datasets, one head each "
                                               "(used by tuneforge multitask).")

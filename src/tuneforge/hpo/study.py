@@ -34,15 +34,35 @@ def open_study(config: RunConfig, study_dir: Path, storage: str | None = None) -
     hpo = _hpo(config)
     study_dir.mkdir(parents=True, exist_ok=True)
     url = storage or hpo.storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        rdb = optuna.storages.RDBStorage(
-            url, heartbeat_interval=hpo.heartbeat_seconds, grace_period=2 * hpo.heartbeat_seconds,
-            heartbeat_stale_trial_callback=_retry_stale, engine_kwargs={"pool_pre_ping": True})
-    study = optuna.create_study(
-        study_name=hpo.study_name or config.name, storage=rdb, load_if_exists=True, sampler=make_sampler(hpo),
-        pruner=make_pruner(hpo), directions=[o.direction for o in hpo.objectives])
-    return StudyHandle(study=study, storage_url=url, study_dir=study_dir)
+
+    def connect() -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            rdb = optuna.storages.RDBStorage(
+                url, heartbeat_interval=hpo.heartbeat_seconds, grace_period=2 * hpo.heartbeat_seconds,
+                heartbeat_stale_trial_callback=_retry_stale, engine_kwargs={"pool_pre_ping": True})
+        return optuna.create_study(
+            study_name=hpo.study_name or config.name, storage=rdb, load_if_exists=True, sampler=make_sampler(hpo),
+            pruner=make_pruner(hpo), directions=[o.direction for o in hpo.objectives])
+
+    return StudyHandle(study=_racing_other_workers(connect), storage_url=url, study_dir=study_dir)
+
+
+def _racing_other_workers(connect: Any, attempts: int = 5) -> Any:
+    """Workers on several machines started at once against an empty database each create Optuna's tables (and
+    PostgreSQL's enum types): all but one fail with a duplicate. Connecting again finds them made."""
+    import time
+
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return connect()
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 STALE = "its worker stopped (killed or interrupted)"

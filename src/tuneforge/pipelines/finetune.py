@@ -46,9 +46,15 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
     from tuneforge.models.loading import quiet_libraries
     from tuneforge.pipelines.run_dir import RunLock, choose_run_dir
     from tuneforge.tasks.registry import task_spec
+    from tuneforge.training.distributed import launched, world
 
     quiet_libraries()
     started = time.time()
+    if not world().main:  # under torchrun the first process speaks and writes; the others train
+        log, quiet = (lambda _line: None), True
+    if launched() or world().size > 1:  # tuneforge train --nproc (its launcher holds the folder), torchrun, accelerate
+        return _launched_run(config, output or config.output_dir, resume, keep_checkpoints, log, evaluate_test,
+                             callbacks, tags, quiet, started)
     run_dir = choose_run_dir(config.name, output or config.output_dir, resume)
     saved = run_dir / "config.yaml"
     resumed = resume and saved.exists()
@@ -75,6 +81,39 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
     finally:
         lock.release()
     return RunResult(run_dir=run_dir, metrics=result[0], seconds=time.time() - started, tracking_run_id=result[1])
+
+
+def _launched_run(config: RunConfig, output: str | Path | None, resume: bool, keep_checkpoints: bool,
+                  log: Callable[[str], None], evaluate_test: bool, callbacks: list[Any], tags: dict[str, str] | None,
+                  quiet: bool, started: float) -> RunResult:
+    """One of several processes, in the folder ``tuneforge train --nproc`` chose and locked; started by torchrun or
+    accelerate directly, the folder is ``--output`` (the same for every process) and the first process locks it."""
+    from tuneforge.errors import UserError
+    from tuneforge.pipelines.run_dir import RunLock
+    from tuneforge.tasks.registry import task_spec
+    from tuneforge.training.distributed import launched, world
+
+    if output is None:
+        raise UserError("several processes (torchrun/accelerate): give --output RUN_DIR, the same for every process")
+    run_dir = Path(output)
+    lock = None
+    if not launched() and world().main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir)
+    try:
+        resumed = resume and (run_dir / "config.yaml").exists()
+        if resumed:
+            from tuneforge.config.loader import load_config
+            from tuneforge.pipelines.run_dir import resumed_config
+
+            config = resumed_config(load_config(run_dir / "config.yaml"), config, run_dir / "config.yaml")
+        inputs = read_inputs(task_spec(config.model.task), config)
+        metrics, run_id = _locked_run(config, run_dir, resume, resumed, keep_checkpoints, log, evaluate_test,
+                                      callbacks, tags, quiet, inputs)
+    finally:
+        if lock is not None:
+            lock.release()
+    return RunResult(run_dir=run_dir, metrics=metrics, seconds=time.time() - started, tracking_run_id=run_id)
 
 
 @dataclass
@@ -107,10 +146,16 @@ def _locked_run(config: RunConfig, run_dir: Path, resume: bool, resumed: bool, k
 
     from tuneforge.tasks.registry import task_spec
     from tuneforge.tracking import open_tracker
+    from tuneforge.tracking.base import NullTracker
+    from tuneforge.training.distributed import world
 
     started = time.time()
+    main = world().main
     config = _settled(config, run_dir, resumed, log if not quiet else (lambda _line: None))
     task = task_spec(config.model.task)
+    if not main:  # trains its share; the first process writes the run folder and scores the test split
+        run_task(task, config, run_dir, resume, log, evaluate_test, list(callbacks), NullTracker(), quiet, inputs)
+        return {}, None
     atomic_write_text(run_dir / "config.yaml", dump_config(config))  # the full record of the run
     tracker = open_tracker(config.tracking, config.name, run_dir.name, {"tuneforge.run_dir": str(run_dir.resolve()),
                                                                        **(tags or {})})
@@ -163,31 +208,39 @@ def run_task(task: Any, config: RunConfig, run_dir: Path, resume: bool, log: Cal
 
     from tuneforge.models.inspection import count_parameters, parameter_line
     from tuneforge.pipelines.evaluate import best_checkpoint_info
+    from tuneforge.training.distributed import world
 
     resolved, tokenizer, data = inputs.resolved, inputs.tokenizer, inputs.data
-    # model + method (seeded before the head and the adapter are created)
-    set_seed(config.train.seed)
-    model = task.call("load_model", resolved, data, config, tokenizer)
-    atomic_write_json(run_dir / "data_report.json", data.report)
+    main = world().main
+
+    def build() -> Any:  # model + method (seeded before the head and the adapter are created)
+        set_seed(config.train.seed)
+        return _apply_method(task.call("load_model", resolved, data, config, tokenizer), config, task)
+
+    model = build()
+    if main:
+        atomic_write_json(run_dir / "data_report.json", data.report)
     log(data.summary)
     for warning in data.warnings:
         log(f"warning: {warning}")
-    model = _apply_method(model, config, task)
     params = count_parameters(model)
-    atomic_write_json(run_dir / "params.json", params)
+    if main:
+        atomic_write_json(run_dir / "params.json", params)
     tracker.log_metrics(data.tracked)
     log(parameter_line(params, config.method.name))
     # train
     parts = task.call("trainer_parts", model, tokenizer, data, config)
     trainer, train_seconds = train_with_resume(model, tokenizer, data.train, data.validation, config, run_dir, resume,
-                                               log, callbacks, tracker, quiet, parts, task)
+                                               log, callbacks, tracker, quiet, parts, task, build)
+    if not main:
+        return {}
     model = trainer.model
     save_model(model, tokenizer, run_dir / "model", resolved.path, config, data.labels,
                {**data.meta, "base": portable_base(resolved, config.model.revision)})
     training = {"global_steps": trainer.state.global_step, "epochs_run": round(trainer.state.epoch or 0.0, 3),
                 "max_epochs": config.train.epochs, "method": config.method.name,
                 "train_seconds": round(train_seconds, 2), "params_trainable": params["trainable"],
-                **data.training, "speed": trainer.speed_summary}
+                **data.training, "speed": trainer.speed_summary, **scale_record(config)}
     result = {"validation": best_checkpoint_info(trainer.state, trainer.args.metric_for_best_model),
               "training": training}
     # evaluate: the test split is read here, once
@@ -227,28 +280,34 @@ def _check_memory(config: RunConfig, run_dir: Path, log: Callable[[str], None]) 
     import torch
 
     from tuneforge.planning.memory import SAFETY_MARGIN, advise, available_memory, estimate
+    from tuneforge.training.distributed import world
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    processes = world().size
     auto = config.train.gradient_checkpointing == "auto"
     try:
         predicted = estimate(config, gradient_checkpointing=config.train.gradient_checkpointing is True,
-                             device=device)
+                             device=device, processes=processes)
         available = available_memory(device)
         budget = available * (1 - SAFETY_MARGIN)
         checkpointing = config.train.gradient_checkpointing is True or (auto and predicted.total > budget)
         if checkpointing and not predicted.gradient_checkpointing:
-            without, predicted = predicted, estimate(config, gradient_checkpointing=True, device=device)
+            without, predicted = predicted, estimate(config, gradient_checkpointing=True, device=device,
+                                                     processes=processes)
             log(f"gradient checkpointing on (train.gradient_checkpointing=auto): without it the peak would be "
                 f"{without.total / 2**20:,.0f} MiB of {available / 2**20:,.0f} MiB available")
     except Exception as exc:  # noqa: BLE001 - an unknown architecture must not block training
         log(f"memory estimate unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
         return _with_checkpointing(config, config.train.gradient_checkpointing is True)
-    atomic_write_json(run_dir / "estimate.json", {"parts_bytes": predicted.parts, "total_bytes": predicted.total,
-                                                  "available_bytes": available, "device": device,
-                                                  "flops_per_token": predicted.flops_per_token,
-                                                  "gradient_checkpointing": checkpointing})
+    if world().main:
+        atomic_write_json(run_dir / "estimate.json", {"parts_bytes": predicted.parts, "total_bytes": predicted.total,
+                                                      "available_bytes": available, "device": device,
+                                                      "processes": processes,
+                                                      "flops_per_token": predicted.flops_per_token,
+                                                      "gradient_checkpointing": checkpointing})
     advice = advise(predicted, available)
-    log(f"memory estimate: peak {predicted.total / 2**20:,.0f} MiB of {available / 2**20:,.0f} MiB available "
+    per = f" per process ({predicted.notes['sharding']})" if processes > 1 else ""
+    log(f"memory estimate: peak {predicted.total / 2**20:,.0f} MiB{per} of {available / 2**20:,.0f} MiB available "
         f"on {device}" + ("" if not advice else " -- it will not fit; try:"))
     for line in advice:
         log(f"  - {line}")
@@ -263,9 +322,12 @@ def _with_checkpointing(config: RunConfig, on: bool) -> RunConfig:
 
 def train_with_resume(model: Any, tokenizer: Any, train_set: list[Any], eval_set: list[Any], config: RunConfig,
                       run_dir: Path, resume: bool, log: Callable[[str], None], callbacks: list[Any], tracker: Any,
-                      quiet: bool, parts: Any, task: Any) -> tuple[Any, float]:
+                      quiet: bool, parts: Any, task: Any, build: Callable[[], Any] | None = None) -> tuple[Any, float]:
     """Build the Trainer with the task's ``parts`` (collator, validation metrics), continue from the last checkpoint
-    when resuming, train; returns it and the seconds."""
+    when resuming, train; returns it and the seconds. Under torchrun the trained model comes back whole to the first
+    process (``build`` makes the fresh copy that sharded weights load into); the others return after training."""
+    from tuneforge.training.distributed import batch_line, whole_model, world
+
     from tuneforge.training.callbacks import TrackingCallback
     from tuneforge.training.engine import build_trainer, incomplete_checkpoints, last_checkpoint
 
@@ -276,7 +338,11 @@ def train_with_resume(model: Any, tokenizer: Any, train_set: list[Any], eval_set
                             [TrackingCallback(tracker), *callbacks], config.tracking.extra, quiet, parts.collator,
                             parts.metrics_fn, causal_lm=task.next_token_loss,
                             gradient_checkpointing=checkpointing and not method_checkpoints, group_by_length=group,
-                            selection=task.selection[0], class_weights=parts.class_weights, parts=parts)
+                            selection=task.selection[0], class_weights=parts.class_weights, parts=parts,
+                            distributed=config.distributed)
+    if world().size > 1:
+        log(f"{world().size} processes, strategy {config.distributed.strategy}; "
+            + batch_line(config.train, world().size, config.distributed.keep_effective_batch))
     if not parts.exact_token_loss:
         # a model whose loss is a plain per-batch mean (EncoderDecoderModel) ignores num_items_in_batch: let the
         # Trainer divide by the accumulation steps itself
@@ -306,6 +372,10 @@ def train_with_resume(model: Any, tokenizer: Any, train_set: list[Any], eval_set
             if isinstance(callback, ProgressDisplay):
                 callback.close()
     seconds = time.time() - started
+    if world().size > 1:
+        trainer.model = whole_model(trainer, build or (lambda: model))
+        if not world().main:
+            return trainer, seconds
     if parts.trained_model is not None:
         trainer.model = parts.trained_model(trainer)
     from tuneforge.models.precision import compute_in, without_trainer_autocast
@@ -322,6 +392,16 @@ def train_with_resume(model: Any, tokenizer: Any, train_set: list[Any], eval_set
             f"{', gradient checkpointing' if speed['gradient_checkpointing'] else ''})")
         tracker.log_metrics({f"speed_{k}": v for k, v in speed.items() if isinstance(v, (int, float))})
     return trainer, seconds
+
+
+def scale_record(config: RunConfig) -> dict[str, Any]:
+    """How many processes trained the run, how, and the effective batch (metrics.json's training section)."""
+    from tuneforge.training.distributed import effective_batch, world
+
+    size, keep = world().size, config.distributed.keep_effective_batch
+    batch, steps = effective_batch(config.train, size, keep)
+    return {"processes": size, **({"strategy": config.distributed.strategy} if size > 1 else {}),
+            "effective_batch": batch * size * steps, "per_device_batch": batch, "accumulation_steps": steps}
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, float]:

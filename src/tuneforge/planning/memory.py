@@ -127,21 +127,22 @@ class Estimate:
         width = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
         lines = [f"{'part':<{width[0]}}  {'MiB':>{width[1]}}  note"]
         lines += [f"{part:<{width[0]}}  {mib:>{width[1]}}  {note}".rstrip() for part, mib, note in rows]
-        return "\n".join(lines)
+        return "\n".join(lines + ([self.notes["sharding"]] if "sharding" in self.notes else []))
 
 
 # ----------------------------------------------------------------------------------------------- public functions
 
 def estimate(config: RunConfig, gradient_checkpointing: bool = False, device: str = "cpu", *,
-             num_labels: int = 2) -> Estimate:
+             num_labels: int = 2, processes: int = 1) -> Estimate:
     """Predict the peak memory of training ``config`` on ``device`` ("cpu", "cuda", "cuda:1").
 
     ``num_labels`` sizes a classification head (sequence or token classification) (the data decides it at run time; it changes little). QLoRA's own
-    ``method.gradient_checkpointing`` counts as ``gradient_checkpointing``.
+    ``method.gradient_checkpointing`` counts as ``gradient_checkpointing``. ``processes`` > 1: per device, under the
+    config's ``distributed.strategy`` (what FSDP / ZeRO shard is divided among them; DDP adds its gradient buckets).
     """
     profile = _profile(_profile_key(config, num_labels))
     checkpointing = bool(gradient_checkpointing or getattr(config.method, "gradient_checkpointing", False))
-    return _estimate_from(profile, config, checkpointing, device, num_labels)
+    return _estimate_from(profile, config, checkpointing, device, num_labels, processes)
 
 
 def available_memory(device: str = "cpu") -> int:
@@ -242,10 +243,39 @@ def measure_flops_per_second(seconds: float = 1.0) -> float:
             return 2.0 * n**3 * count / elapsed
 
 
+SHARDED = {"fsdp": ("weights", "adapter", "gradients", "optimizer"), "deepspeed-zero3": ("weights", "adapter",
+           "gradients", "optimizer"), "deepspeed-zero2": ("gradients", "optimizer"), "ddp": ()}
+
+
+def _shard(parts: dict[str, int], distributed: Any, processes: int, on_cuda: bool) -> dict[str, str]:
+    """Per device under the strategy, in place: the parts it shards divided by the processes; DDP's gradient buckets
+    (a flat copy of the trainable gradients) added; offloaded optimizer states (and zero3/fsdp weights) off a GPU.
+    Returns the notes that say so."""
+    if processes <= 1:
+        return {}
+    strategy = distributed.strategy
+    for name in SHARDED[strategy]:
+        parts[name] = -(-parts[name] // processes)
+    notes = {"sharding": f"{strategy} on {processes} processes: per device"
+                         + (f", {', '.join(SHARDED[strategy])} divided by {processes}" if SHARDED[strategy] else "")}
+    if strategy == "ddp":
+        parts["ddp_buckets"] = parts["gradients"]
+        notes["ddp_buckets"] = "DDP's gradient buckets: a flat copy of the trainable gradients"
+    if distributed.offload and strategy != "ddp" and on_cuda:
+        moved = ["optimizer"] + (["weights"] if strategy in ("fsdp", "deepspeed-zero3") else [])
+        for name in moved:
+            parts[name] = 0
+        notes["sharding"] += f"; {' and '.join(moved)} offloaded to CPU memory"
+    return notes
+
+
 def _estimate_from(profile: _Profile, config: RunConfig, checkpointing: bool, device: str,
-                   num_labels: int) -> Estimate:
+                   num_labels: int, processes: int = 1) -> Estimate:
+    from tuneforge.config.distributed import effective_batch
+
     on_cuda = _is_cuda(device)
-    batch, length = config.train.batch_size, config.data.max_length
+    batch, length = effective_batch(config.train, processes, config.distributed.keep_effective_batch)[0], \
+        config.data.max_length
     act = _activation_bytes(profile, batch, length, checkpointing, on_cuda)
     activations = act["saved"] + act["head_transient"]
     extra = profile.total - profile.total_base
@@ -267,11 +297,12 @@ def _estimate_from(profile: _Profile, config: RunConfig, checkpointing: bool, de
         if profile.mapped_checkpoint:
             workspace_note += f" + float32 checkpoint pages kept mapped {_mib(profile.mapped_checkpoint)} (reclaimable)"
     parts["workspace"] = int(workspace)
+    sharding = _shard(parts, config.distributed, processes, on_cuda)
     eval_batch = config.train.eval_batch_size or 2 * batch
     evaluation = 0
     if profile.vocabulary_head:
         evaluation = 2 * eval_batch * (length + profile.prompt_tokens) * profile.vocab * 4  # logits + log-probs
-    static = parts["weights"] + parts["adapter"] + parts["optimizer"] + parts["workspace"]
+    static = parts["weights"] + parts["adapter"] + parts["optimizer"] + parts["workspace"] + parts.get("ddp_buckets", 0)
     candidates = {"activations": activations, "gradients": parts["gradients"], "evaluation": evaluation}
     peak_by = max(candidates, key=candidates.__getitem__)
     total = static + candidates[peak_by]
@@ -291,6 +322,7 @@ def _estimate_from(profile: _Profile, config: RunConfig, checkpointing: bool, de
                         + (f"; LM head {_mib(act['head_transient'] + profile.vocab * act['tokens'] * 4)}"
                            f" (log-probs + 2 gradients, vocab {profile.vocab})" if act["head_transient"] else "")),
         "workspace": workspace_note,
+        **sharding,
         "total": f"peak = weights + adapter + optimizer + workspace + max(activations, gradients"
                  f"{', evaluation logits' if evaluation else ''}); now {peak_by}",
     }

@@ -41,13 +41,16 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
                   report_to: list[str] = (), quiet: bool = False, collator: Any = None,
                   metrics_fn: Any = None, causal_lm: bool = False, gradient_checkpointing: bool = False,
                   group_by_length: bool = False, selection: str = "macro_f1",
-                  class_weights: list[float] | None = None, parts: Any = None) -> Any:
+                  class_weights: list[float] | None = None, parts: Any = None, distributed: Any = None) -> Any:
     """A Trainer for a classifier (``num_labels`` classes, metrics from argmax); given a ``collator`` and a
     ``metrics_fn(label_ids, logits)``, for a token classifier; given a ``collator`` alone, for a generative
     model (validation loss only: no logits are kept). ``causal_lm``: next-token loss with the LM head computed
     at labelled positions only (not with virtual-token methods, whose rows peft extends). ``selection``: the
     validation metric that picks the best checkpoint when early stopping (which names its own) is off. ``parts``
-    with a ``trainer`` factory (TRL's preference trainers): that Trainer, with the same arguments, in its own class."""
+    with a ``trainer`` factory (TRL's preference trainers): that Trainer, with the same arguments, in its own class.
+    ``distributed``: the run's distributed section (used under torchrun: see training/distributed.py)."""
+    import os
+
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
 
@@ -56,6 +59,8 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
 
     generative = collator is not None and metrics_fn is None
     cuda = torch.cuda.is_available()
+    if not cuda:  # DeepSpeed, imported by transformers when installed, guesses its accelerator (and says so) otherwise
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     precision = resolve_precision(config.precision, cuda)
 
     early = config.early_stopping
@@ -63,9 +68,11 @@ def build_trainer(model: Any, tokenizer: Any, train_set: list[dict[str, Any]], e
     library = parts is not None and parts.trainer is not None
     args = _training_arguments(config, run_dir, metric, generative, precision, cuda, report_to,
                                gradient_checkpointing, group_by_length,
-                               (parts.arguments, parts.argument_fields) if library else None)
+                               (parts.arguments, parts.argument_fields) if library else None,
+                               _scale_arguments(config, distributed, model, cuda))
     callbacks: list[Any] = [JsonlLogCallback(run_dir / "train_log.jsonl"), NanGuardCallback(fp16=precision == "fp16"),
                                  *extra_callbacks]
+    callbacks += _distributed_callbacks(distributed)
     if early:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=early.patience,
                                                early_stopping_threshold=early.min_delta))
@@ -128,10 +135,12 @@ def _library_trainer(parts: Any, model: Any, args: Any, train_set: Any, eval_set
 
 def _training_arguments(config: TrainConfig, run_dir: Path, metric: str, generative: bool, precision: str,
                         cuda: bool, report_to: list[str], gradient_checkpointing: bool, group_by_length: bool,
-                        library: tuple[Any, dict[str, Any]] | None = None) -> Any:
+                        library: tuple[Any, dict[str, Any]] | None = None,
+                        scale: dict[str, Any] | None = None) -> Any:
     """transformers' TrainingArguments from the run's train section: validation and checkpoints on the same
     schedule, the best checkpoint by ``metric`` restored at the end, autocast in ``precision``. ``library``: another
-    library's arguments class (a TrainingArguments subclass) and its own fields, which replace ours where they meet."""
+    library's arguments class (a TrainingArguments subclass) and its own fields, which replace ours where they meet.
+    ``scale``: the distributed strategy's fields and the per-device batch and accumulation steps."""
     from transformers import TrainingArguments
 
     arguments, extra = library or (TrainingArguments, {})
@@ -174,7 +183,25 @@ def _training_arguments(config: TrainConfig, run_dir: Path, metric: str, generat
     )
     if library:  # the trainer computes its own losses and metrics from its own columns
         kwargs.update(prediction_loss_only=False, label_names=None)
-    return arguments(**{**kwargs, **extra})
+    return arguments(**{**kwargs, **(scale or {}), **extra})
+
+
+def _distributed_callbacks(distributed: Any) -> list[Any]:
+    from tuneforge.training.distributed import BestCheckpointAgreement, world
+
+    return [BestCheckpointAgreement()] if distributed is not None and world().size > 1 else []
+
+
+def _scale_arguments(config: TrainConfig, distributed: Any, model: Any, cuda: bool) -> dict[str, Any]:
+    """Under torchrun: the strategy's TrainingArguments fields, and the batch per device (kept to the single-process
+    effective batch when asked)."""
+    from tuneforge.training.distributed import effective_batch, strategy_arguments, world
+
+    if distributed is None or world().size == 1:
+        return {}
+    batch, steps = effective_batch(config, world().size, distributed.keep_effective_batch)
+    return {**strategy_arguments(distributed, model, cuda), "per_device_train_batch_size": batch,
+            "gradient_accumulation_steps": steps}
 
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}

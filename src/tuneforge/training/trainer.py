@@ -29,6 +29,12 @@ class TuneforgeTrainer(Trainer):
         self.precision = precision  # the resolved train.precision, for the run's speed report
         self.class_weights = class_weights  # a weighted cross-entropy over the classes, else the model's own loss
 
+    def create_accelerator_and_postprocess(self) -> None:
+        from tuneforge.training.distributed import enable_cpu_fsdp
+
+        super().create_accelerator_and_postprocess()
+        enable_cpu_fsdp(self)  # distributed.strategy fsdp on CPU processes (accelerate enables it on GPUs only)
+
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         if self.speed is not None and model.training:
