@@ -110,7 +110,9 @@ def test_one_run_per_folder_and_a_stale_lock_is_taken_over(tmp_path):
 
 
 def test_a_second_run_into_a_busy_folder_stops_at_once(tiny_bert, tiny_csv, tmp_path):
-    config = tiny_config(tiny_bert, tiny_csv, train={"epochs": 3}, evaluation={"baselines": ["majority"]})
+    # long enough that the second run, starting under load, still finds the first one writing
+    config = tiny_config(tiny_bert, tiny_csv, train={"epochs": 12, "early_stopping": None},
+                         evaluation={"baselines": ["majority"]})
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(config))
     first = subprocess.Popen([sys.executable, "-m", "tuneforge.cli", "train", str(path), "--output",

@@ -207,3 +207,27 @@ def test_exported_launch_files_and_torchrun_started_by_hand(tmp_path: Path, tiny
     assert "2 processes, strategy deepspeed-zero2" in done.stdout
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["training"]["processes"] == 2 and (tmp_path / "run" / ".lock").read_text() == ""
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("distributed")
+def test_two_machines_one_process_each(tmp_path: Path, tiny_bert: str, tiny_csv: Path) -> None:
+    """Two launchers as two machines (--nnodes 2, node ranks 0 and 1, machine 0's address and port), one folder on a
+    shared filesystem: machine 0's process writes the run, machine 1's trains its half."""
+    import socket
+
+    config = _config_file(tmp_path, tiny_bert, tiny_csv, epochs=2)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    machines = [subprocess.Popen([sys.executable, "-m", "tuneforge.cli", "train", str(config), "--output",
+                                  str(tmp_path / "run"), "--nproc", "1", "--nnodes", "2", "--node-rank", str(rank),
+                                  "--master-addr", "127.0.0.1", "--master-port", port],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+                for rank in (0, 1)]
+    outputs = [machine.communicate(timeout=300)[0] for machine in machines]
+    assert [machine.returncode for machine in machines] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert "Test split" in outputs[0] and "Test split" not in outputs[1]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["training"]["processes"] == 2 and metrics["training"]["global_steps"] == 12  # 96 / 16 x 2

@@ -62,12 +62,15 @@ def launch(config_file: str, overrides: list[str], topology: Topology, output: s
 
     check_topology(topology, output)
     config = load_config(config_file, overrides)  # a bad config stops here, before any process starts
-    run_dir = choose_run_dir(config.name, output or config.output_dir, resume).resolve()
+    first = topology.node_rank == 0  # the other machines' launchers use machine 0's folder as it is
+    run_dir = (choose_run_dir(config.name, output or config.output_dir, resume) if first else Path(output)).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(run_dir)  # held for the workers (they are told by TUNEFORGE_LAUNCHED not to take it)
+    lock = RunLock(run_dir) if first else None  # held for the workers (TUNEFORGE_LAUNCHED: they take none)
     try:
-        _check_world(run_dir, resume, topology.nproc * topology.nnodes)
-        worker = [*(["--debug"] if "--debug" in sys.argv else []), "train", config_file, *overrides,
+        if first:
+            _check_world(run_dir, resume, topology.nproc * topology.nnodes)
+        settled = [] if resume else [f"train.precision={_precision(config)}"]  # one decision for all processes
+        worker = [*(["--debug"] if "--debug" in sys.argv else []), "train", config_file, *overrides, *settled,
                   "--output", str(run_dir), *(["--resume"] if resume else []),
                   *(["--keep-checkpoints"] if keep_checkpoints else [])]
         log(f"launching {topology.nproc} process(es) on node {topology.node_rank} of {topology.nnodes} "
@@ -81,7 +84,18 @@ def launch(config_file: str, overrides: list[str], topology: Topology, output: s
                    else "no checkpoint was written yet: start again"))
         return code
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
+
+
+def _precision(config: object) -> str:
+    """``train.precision: auto`` decided here, once: each process probing its CPU on its own could decide otherwise
+    under load (and processes computing in different precisions do not train one model)."""
+    import torch
+
+    from tuneforge.training.engine import resolve_precision
+
+    return resolve_precision(config.train.precision, torch.cuda.is_available())  # type: ignore[attr-defined]
 
 
 def _check_world(run_dir: Path, resume: bool, size: int) -> None:

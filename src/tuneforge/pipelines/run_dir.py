@@ -18,6 +18,7 @@ def choose_run_dir(name: str, output: str | Path | None, resume: bool, root: str
     unfinished ``runs/<name>-*``."""
     if output is not None:
         run_dir = Path(output)
+        _refuse_if_busy(run_dir)  # a run writing there now is neither finished nor interrupted
         if resume:
             if not (run_dir / "checkpoints").is_dir():
                 raise UserError(f"{run_dir}: nothing to resume (no checkpoints/ folder); run without --resume")
@@ -55,8 +56,7 @@ class RunLock:
         except BlockingIOError:
             holder = _read_pid(self.handle)
             self.handle.close()
-            raise UserError(f"{run_dir}: another run (PID {holder or 'unknown'}) is writing into this folder; wait "
-                            f"for it to end or choose another --output") from None
+            raise busy(run_dir, holder) from None
         previous = _read_pid(self.handle)
         self.took_over = previous if previous and previous != os.getpid() else None
         self.handle.seek(0)
@@ -71,6 +71,30 @@ class RunLock:
         self.handle.seek(0)
         self.handle.truncate()
         self.handle.close()
+
+
+def _refuse_if_busy(run_dir: Path) -> None:
+    """Stop when another process holds the folder's lock (its content untouched: a killed run's PID stays)."""
+    import fcntl
+    import os
+
+    path = run_dir / RunLock.NAME
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(handle)
+            if holder != os.getpid():  # this process's own lock (taken before it checks the folder again)
+                raise busy(run_dir, holder) from None
+            return
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def busy(run_dir: Path, holder: int | None) -> UserError:
+    return UserError(f"{run_dir}: another run (PID {holder or 'unknown'}) is writing into this folder; wait for it "
+                     f"to end or choose another --output")
 
 
 def _read_pid(handle: Any) -> int | None:
