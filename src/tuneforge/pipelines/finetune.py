@@ -56,13 +56,7 @@ def finetune(config: RunConfig, output: str | Path | None = None, resume: bool =
         return _launched_run(config, output or config.output_dir, resume, keep_checkpoints, log, evaluate_test,
                              callbacks, tags, quiet, started)
     run_dir = choose_run_dir(config.name, output or config.output_dir, resume)
-    saved = run_dir / "config.yaml"
-    resumed = resume and saved.exists()
-    if resumed:  # the saved settings (what may change is checked), so the data is read as the run read it
-        from tuneforge.config.loader import load_config
-        from tuneforge.pipelines.run_dir import resumed_config
-
-        config = resumed_config(load_config(saved), config, saved)
+    config, resumed = _with_saved_settings(config, run_dir, resume)
     inputs = read_inputs(task_spec(config.model.task), config)  # bad data or model: stop before any folder exists
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(run_dir)  # a second run into this folder stops here, before writing anything
@@ -101,12 +95,7 @@ def _launched_run(config: RunConfig, output: str | Path | None, resume: bool, ke
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = RunLock(run_dir)
     try:
-        resumed = resume and (run_dir / "config.yaml").exists()
-        if resumed:
-            from tuneforge.config.loader import load_config
-            from tuneforge.pipelines.run_dir import resumed_config
-
-            config = resumed_config(load_config(run_dir / "config.yaml"), config, run_dir / "config.yaml")
+        config, resumed = _with_saved_settings(config, run_dir, resume)
         inputs = read_inputs(task_spec(config.model.task), config)
         metrics, run_id = _locked_run(config, run_dir, resume, resumed, keep_checkpoints, log, evaluate_test,
                                       callbacks, tags, quiet, inputs)
@@ -114,6 +103,18 @@ def _launched_run(config: RunConfig, output: str | Path | None, resume: bool, ke
         if lock is not None:
             lock.release()
     return RunResult(run_dir=run_dir, metrics=metrics, seconds=time.time() - started, tracking_run_id=run_id)
+
+
+def _with_saved_settings(config: RunConfig, run_dir: Path, resume: bool) -> tuple[RunConfig, bool]:
+    """Resuming a run that saved its config: the saved settings (what may change is checked), so the data is read as
+    the run read it. Returns the config and whether it was resumed."""
+    saved = run_dir / "config.yaml"
+    if not (resume and saved.exists()):
+        return config, False
+    from tuneforge.config.loader import load_config
+    from tuneforge.pipelines.run_dir import resumed_config
+
+    return resumed_config(load_config(saved), config, saved), True
 
 
 @dataclass
