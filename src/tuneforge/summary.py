@@ -33,7 +33,7 @@ def print_summary(result: Any) -> None:
     verdict = result.metrics.get("verdict")
     if verdict:
         console.print(f"verdict: {verdict['line']}", style="bold", markup=False, highlight=False)
-        for warning in verdict["warnings"]:
+        for warning in verdict["warnings"] + verdict.get("weak_slices", []):
             console.print(f"warning: {warning}", style="bold yellow", markup=False, highlight=False)
     console.print(f"time taken: {result.seconds:.0f} s ({result.seconds / 60:.1f} min)")
     console.print(f"report: {result.run_dir / 'report.html'}")

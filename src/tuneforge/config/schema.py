@@ -6,7 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SerializeAsAny, field_validator, model_validator
 
+from tuneforge.config.augment import AugmentConfig
 from tuneforge.config.distributed import DistributedConfig
+from tuneforge.config.slices import SlicesConfig
 
 
 class Section(BaseModel):
@@ -50,16 +52,6 @@ class SplitConfig(Section):
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"train + validation + test must sum to 1, got {total:g}")
         return self
-
-
-class AugmentConfig(Section):
-    operations: list[Literal["synonym", "insert", "swap", "delete"]] = Field(
-        default_factory=lambda: ["synonym", "insert", "swap", "delete"],
-        description="EDA operations: synonym (WordNet synonyms of non-stopwords), insert (a synonym at a random "
-        "place), swap (two words), delete (each word with probability rate).")
-    copies: int = Field(1, ge=1, le=16, description="Augmented copies per training example (each by one operation).")
-    rate: float = Field(0.1, gt=0, le=0.5, description="Share of an example's words each operation changes.")
-    seed: int = Field(0, description="Seed of the augmentation (which words, which operation).")
 
 
 class CleanConfig(Section):
@@ -219,6 +211,10 @@ class EvaluationConfig(Section):
     generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Decoding for generative tasks.")
     bootstrap_samples: int = Field(1000, ge=100, description="Bootstrap resamples for confidence intervals.")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the intervals.")
+    slices: SlicesConfig | None = Field(
+        None, description="Per-slice test metrics with intervals for the fine-tuned model and each baseline, the worst "
+        "slice flagged when its interval excludes the overall figure; fairness figures for sensitive columns "
+        "(sequence classification); null: none.")
 
 
 class PreferenceConfig(Section):
@@ -404,6 +400,9 @@ class RunConfig(Section):
         if self.data.augment is not None and not spec.augments:
             raise ValueError(f"data.augment: task {task} has no augmentation yet (sequence classification has); "
                              f"remove it")
+        if self.evaluation.slices is not None and not spec.slices:
+            raise ValueError(f"evaluation.slices: task {task} has no per-slice evaluation yet (sequence classification "
+                             f"has); remove it")
         if self.train.class_weights not in ("auto", "none") and not spec.class_weighted:
             raise ValueError(f"train.class_weights: task {task} has no class-weighted loss (sequence classification "
                              f"has); remove it or set it to none")

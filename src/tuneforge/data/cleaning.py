@@ -7,7 +7,7 @@ import re
 import unicodedata
 import zlib
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -73,7 +73,7 @@ def clean_rows(rows: list[Row], config: CleanConfig) -> CleanResult:
         if config.drop_empty and not text.strip():
             result.drop("empty_text", row)
             continue
-        row = Row(text=text, label=row.label, where=row.where)
+        row = replace(row, text=text)
         if config.dedup_exact:
             first = seen_exact.get(text)
             if first is not None:

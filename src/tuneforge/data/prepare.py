@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tuneforge.config.schema import DataConfig
@@ -85,7 +85,7 @@ def _augment(parts: dict[str, list[Row]], config: DataConfig, seed: int) -> dict
 
     settings = config.augment
     done = augment_rows(parts["train"], list(settings.operations), settings.copies, settings.rate,
-                        settings.seed + seed, lambda row, text, where: Row(text=text, label=row.label, where=where))
+                        settings.seed + seed, lambda row, text, where: replace(row, text=text, where=where))
     parts["train"] = done.rows
     return {"copies_made": dict(done.made), "copies_unchanged_dropped": dict(done.unchanged),
             "train_rows_with_copies": len(done.rows), "settings": settings.model_dump(mode="json"),

@@ -27,6 +27,7 @@ class Row:
     text: str | None
     label: str | None
     where: str
+    columns: dict[str, Any] = field(default_factory=dict)  # the record's other scalar fields (slices, fairness)
 
 
 @dataclass
@@ -149,7 +150,7 @@ class _Reader:
 
     def row(self, record: dict[str, Any], where: str) -> Row:
         return Row(text=_as_text(record.get(self.text_column)), label=_as_label(record.get(self.label_column)),
-                   where=where)
+                   where=where, columns=_other_columns(record, (self.text_column, self.label_column)))
 
     def csv(self) -> Iterator[Row]:
         """Rows of a CSV/TSV file. Every physical line is accounted for in ``self.lines``: the header, blank lines,
@@ -297,6 +298,12 @@ def _hf_records(path: Path, split: str | None, label_column: str) -> Iterator[tu
             if names is not None and isinstance(value, int) and value >= 0:
                 record = {**record, label_column: names[value]}
             yield number, record
+
+
+def _other_columns(record: dict[str, Any], taken: tuple[str, ...]) -> dict[str, Any]:
+    """A record's scalar fields besides text and label (metadata such as source or a sensitive attribute)."""
+    return {key: value for key, value in record.items()
+            if key not in taken and (value is None or isinstance(value, (str, int, float, bool)))}
 
 
 def _as_text(value: Any) -> str | None:

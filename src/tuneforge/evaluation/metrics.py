@@ -116,3 +116,16 @@ def eval_metrics(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> dict[str, fl
     """Point metrics for validation during training (no intervals: cheap)."""
     point = _from_confusion(confusion(np.asarray(y_true), np.asarray(y_pred), k))
     return {name: float(point[name]) for name in SCALARS}
+
+
+def scalar_scores(y_true: np.ndarray, y_pred: np.ndarray, k: int, indices: np.ndarray, names: tuple[str, ...],
+                  confidence: float = 0.95) -> dict[str, Any]:
+    """Only the scalar metrics ``names`` with their bootstrap intervals (a slice's figures: cheap)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    point = _from_confusion(confusion(y_true, y_pred, k))
+    boot = [_from_confusion(confusion(y_true[idx], y_pred[idx], k)) for idx in indices]
+    out: dict[str, Any] = {"n": int(len(y_true))}
+    for name in names:
+        out[name] = round(float(point[name]), 4)
+        out[f"{name}_ci"] = percentile_interval([b[name] for b in boot], confidence)
+    return out

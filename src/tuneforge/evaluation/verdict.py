@@ -36,6 +36,10 @@ def verdict(test: dict[str, Any], headline: str, higher_is_better: bool, floor: 
                                   f"{100 * spread['top_share']:.0f}% of the test split (true share "
                                   f"{100 * spread['true_share']:.0f}%): it collapsed to one class; {hints}")
     result["learned_nothing"] = bool(result["warnings"])
+    if test.get("slices"):  # a weak spot the overall figure hides (not a sign of learning nothing)
+        from tuneforge.evaluation.slices import warnings as slice_warnings
+
+        result["weak_slices"] = slice_warnings(test["slices"])
     return result
 
 

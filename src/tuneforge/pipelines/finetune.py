@@ -406,7 +406,10 @@ def scale_record(config: RunConfig) -> dict[str, Any]:
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, float]:
-    """The figures a run list shows: test metrics with their baselines, the best validation metric, costs."""
+    """The figures a run list shows: test metrics with their baselines, each slice's, the best validation metric,
+    costs."""
+    from tuneforge.evaluation.slices import tracked as slice_figures
+
     out: dict[str, float] = {}
     test = metrics.get("test", {})
     for name in headline_metrics():
@@ -415,6 +418,7 @@ def _headline(metrics: dict[str, Any]) -> dict[str, float]:
             for baseline, figures in test.get("baselines", {}).items():
                 if isinstance(figures.get(name), (int, float)):
                     out[f"test_{name}_{baseline}"] = figures[name]
+    out.update(slice_figures(test))
     best = metrics.get("validation", {}).get("best_metric")
     if best is not None:
         out["validation_best"] = best

@@ -33,8 +33,8 @@ def write_model_card(run_dir: Path) -> Path:
              f"`{meta['method']}` by tuneforge{', saved as an adapter' if adapter else ''}.", ""]
     if metrics.get("verdict"):
         lines += [f"**Verdict:** {metrics['verdict']['line']}.", ""]
-        lines += [f"**Warning:** {w}" for w in metrics["verdict"]["warnings"]] + [""] * bool(
-            metrics["verdict"]["warnings"])
+        shown = metrics["verdict"]["warnings"] + metrics["verdict"].get("weak_slices", [])
+        lines += [f"**Warning:** {w}" for w in shown] + [""] * bool(shown)
     lines += _results(test, task)
     lines += ["## Data", "", f"`{config['data']['path']}`: {data.get('source', {}).get('rows_read', '?')} rows read, "
               f"{data.get('rows_kept', '?')} kept; splits " + ", ".join(

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from tuneforge.evaluation.report import page
+from tuneforge.evaluation.report_slices import slice_parts
 from tuneforge.io import read_log
 from tuneforge.tasks.run_folder import task_of
 
@@ -30,6 +31,7 @@ def write_report(run_dir: str | Path) -> Path:
     return page(run_dir, name, [f"<h1>tuneforge run: {html.escape(name)}</h1>",
                                  verdict_html(metrics.get("verdict"), data_report.get("warnings", [])),
                                  *task.call("report", run_dir, metrics, data_report, params, log),
+                                 *slice_parts(metrics.get("test", {})),
                                  "<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>"])
 
 
@@ -37,7 +39,8 @@ def verdict_html(verdict: dict | None, data_warnings: list[str] = ()) -> str:
     """The run's verdict on top of the page: one line, and a warning box when it learned nothing or the data
     was cut (truncation) or looked damaged."""
     warnings = "".join(f"<p class='warning'>{html.escape(w)}</p>"
-                       for w in [*(verdict or {}).get("warnings", []), *data_warnings])
+                       for w in [*(verdict or {}).get("warnings", []), *(verdict or {}).get("weak_slices", []),
+                                 *data_warnings])
     if not verdict:
         return warnings
     return f"<p id='verdict' class='verdict-{verdict['status'].replace(' ', '-')}'><b>Verdict:</b> " \

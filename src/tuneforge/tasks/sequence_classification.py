@@ -39,6 +39,7 @@ register(TaskSpec(
     report="tuneforge.evaluation.report:classification_parts",
     class_weighted=True,
     augments=True,
+    slices=True,
     monitored=True,
     **steps(HERE, predictor="load_label_predictor"),
     variant_outputs="tuneforge.tasks.variants:classification_outputs",
@@ -52,6 +53,11 @@ def prepare(config: Any, tokenizer: Any, resolved: Any) -> Prepared:
     from tuneforge.data.prepare import prepare_data
 
     data = prepare_data(config.data, config.train.seed)
+    if config.evaluation.slices is not None:  # before training: a slice's column must exist
+        from tuneforge.data.slicing import check_slice_columns
+
+        check_slice_columns([row for part in data.splits.values() for row in part], config.evaluation.slices,
+                            config.data.path, data.labels)
     datasets, lengths = _tokenize_splits(data, tokenizer, config.data.max_length)
     data.report["token_lengths"] = lengths
     data.report["model"] = {"name": resolved.name, "path": resolved.path, "source": resolved.source}
@@ -127,13 +133,47 @@ def evaluate(model: Any, tokenizer: Any, prepared: Prepared, config: Any, run_di
                  for name, pred in predictions.items()}
     if "linear_probe" in baselines:
         baselines["linear_probe"]["settings"] = probe_info
+    finetuned = classification_metrics(y_true, y_pred, data.labels, indices, ev.confidence)
+    sliced = _slices_and_fairness(data, y_true, {"finetuned": y_pred, **predictions}, finetuned, config) \
+        if ev.slices is not None else {}
     return {"test": {
-        "finetuned": classification_metrics(y_true, y_pred, data.labels, indices, ev.confidence),
+        "finetuned": finetuned,
         "baselines": baselines,
         "finetuned_minus_baseline": {name: paired_difference(y_true, y_pred, pred, len(data.labels), indices,
                                                              ev.confidence) for name, pred in predictions.items()},
         "prediction_spread": prediction_spread(y_true, y_pred, data.labels),
-        "confidence": ev.confidence, "bootstrap_samples": ev.bootstrap_samples}}
+        "confidence": ev.confidence, "bootstrap_samples": ev.bootstrap_samples, **sliced}}
+
+
+def _slices_and_fairness(data: Any, y_true: Any, predictions: dict[str, Any], overall: dict[str, Any],
+                         config: Any) -> dict[str, Any]:
+    """Every model's headline figures on each slice of the test split, the flagged weak slices, and the group
+    fairness figures of each sensitive column."""
+    import numpy as np
+
+    from tuneforge.data.slicing import define_slices, group_values
+    from tuneforge.evaluation.fairness import group_fairness
+    from tuneforge.evaluation.metrics import scalar_scores
+    from tuneforge.evaluation.slices import slice_figures
+
+    ev, rows, k = config.evaluation, data.splits["test"], len(data.labels)
+    names = ("macro_f1", "accuracy")
+
+    def score(model: str, positions: Any, indices: Any) -> dict[str, Any]:
+        return scalar_scores(y_true[positions], np.asarray(predictions[model])[positions], k, indices, names,
+                             ev.confidence)
+
+    settings = ev.slices
+    out: dict[str, Any] = {"slices": slice_figures(
+        define_slices(rows, settings), list(predictions), score, overall, "macro_f1", "accuracy",
+        ev.bootstrap_samples, ev.confidence, config.train.seed, settings.min_rows)}
+    if settings.sensitive:
+        out["fairness"] = {column: {model: group_fairness(y_true, predicted, group_values(rows, column), data.labels,
+                                                          settings.positive_label, ev.bootstrap_samples,
+                                                          ev.confidence, config.train.seed)
+                                    for model, predicted in predictions.items()}
+                           for column in settings.sensitive}
+    return out
 
 
 def prediction_spread(y_true: Any, y_pred: Any, labels: list[str]) -> dict[str, Any]:

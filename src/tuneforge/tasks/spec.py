@@ -42,6 +42,7 @@ class TaskSpec:
     needs: str = ""  # what a model that does not fit lacks, in words
     class_weighted: bool = False  # train.class_weights applies (a loss over classes of whole examples)
     augments: bool = False  # data.augment applies (EDA copies of labelled texts)
+    slices: bool = False  # evaluation.slices applies (per-slice test metrics, fairness figures)
     # the monitor watches its served traffic (a labelled text reference rebuilt from the run's data) and retrain
     # learns its labelled feedback
     monitored: bool = False
