@@ -81,8 +81,9 @@ class DataConfig(Section):
                             "Must be below max_length / 3.")
     clean: CleanConfig = Field(default_factory=CleanConfig, description="Cleaning steps, each counted in data_report.json.")
     augment: AugmentConfig | None = Field(
-        None, description="Augmented copies of the training split (sequence classification), made after the split and "
-        "the leakage check: validation and test are never augmented; null: none.")
+        None, description="Augmented copies of the training split (classification, token classification: only "
+        "span-keeping operations; causal-lm and seq2seq: the prompts), made after the split and the leakage check: "
+        "validation and test are never augmented; null: none.")
     on_bad_rows: Literal["error", "skip"] = Field(
         "error", description="A malformed row: stop with its file and line (error) or drop and count it (skip).")
     dataset_format: DatasetFormat = Field(
@@ -358,6 +359,22 @@ class MultitaskConfig(Section):
         return self
 
 
+def _check_augment(settings: AugmentConfig, spec: Any) -> None:
+    """The augmentation a task can take: every operation for labelled texts; for tagged words only the operations
+    that keep entity spans aligned, and no label filter (labels are per word)."""
+    if not spec.augments:
+        raise ValueError(f"data.augment: task {spec.name} has no augmentation yet (sequence classification, token "
+                         f"classification and the generative tasks have); remove it")
+    if spec.generates and settings.keep_label != "none":
+        raise ValueError(f"data.augment.keep_label: task {spec.name} has no labels to preserve; set it to none")
+    if spec.per_token_head:
+        unaligned = [op for op in settings.operations if op not in ("synonym", "insert", "swap", "delete")]
+        if unaligned or settings.keep_label != "none":
+            raise ValueError(f"data.augment: task {spec.name} takes only synonym, insert, swap and delete (they keep "
+                             f"entity spans aligned) and keep_label none; remove "
+                             f"{', '.join(unaligned) or 'keep_label'}")
+
+
 class RunConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name (used in the run folder name).")
     model: ModelConfig = Field(description="The base model and task.")
@@ -397,9 +414,8 @@ class RunConfig(Section):
             head, generative = spec_for(self.method.name).learning_rates
             self.train.learning_rate = generative if spec.vocabulary_head else head
             self.train._auto_learning_rate = True  # a search that changes the method decides it again
-        if self.data.augment is not None and not spec.augments:
-            raise ValueError(f"data.augment: task {task} has no augmentation yet (sequence classification has); "
-                             f"remove it")
+        if self.data.augment is not None:
+            _check_augment(self.data.augment, spec)
         if self.evaluation.slices is not None and not spec.slices:
             raise ValueError(f"evaluation.slices: task {task} has no per-slice evaluation yet (sequence classification "
                              f"has); remove it")

@@ -115,25 +115,89 @@ class Augmented:
     rows: list[Any]  # the training rows followed by their augmented copies
     made: Counter = field(default_factory=Counter)  # copies kept per operation
     unchanged: Counter = field(default_factory=Counter)  # copies dropped because they equalled their source
+    rejected: dict[str, Counter] = field(default_factory=dict)  # reason -> operation -> copies dropped
     samples: list[dict[str, str]] = field(default_factory=list)
+
+    def report(self, settings: Any) -> dict[str, Any]:
+        """data_report.json's augmentation section: copies kept and dropped (and why) per operation, a sample."""
+        return {"copies_made": dict(self.made), "copies_unchanged_dropped": dict(self.unchanged),
+                "copies_rejected": {reason: dict(counts) for reason, counts in self.rejected.items()},
+                "train_rows_with_copies": len(self.rows), "settings": settings.model_dump(mode="json"),
+                "samples": self.samples}
+
+
+Translate = Callable[[list[str]], list[str]]  # texts -> their round trips through the pivot language
+Predict = Callable[[list[str]], list[str]]  # texts -> the label a model predicts for each
+
+
+@dataclass
+class AugmentTools:
+    """What augmentation needs of the layers above data (models): built by the task, called here."""
+
+    translate: Translate | None = None
+    keep_label: Callable[[list[Any]], Predict] | None = None  # the original training rows -> a label predictor
 
 
 def augment_rows(rows: list[Any], operations: list[str], copies: int, rate: float, seed: int,
-                 make_row: Callable[[Any, str, str], Any]) -> Augmented:
+                 make_row: Callable[[Any, str, str], Any], translate: Translate | None = None,
+                 max_length_ratio: float = 1.5, keep_label: Predict | None = None) -> Augmented:
     """``copies`` augmented copies of every row, each by one of ``operations`` in turn (seeded), kept only when its
-    text differs from the source. ``make_row(row, text, where)`` builds a copy; its ``where`` names the source and
-    the operation (``file:12#aug1-swap``)."""
+    text differs from the source (a round trip also only within ``max_length_ratio`` of its length, and, with
+    ``keep_label``, only when that model predicts the same label for the copy as for its source). ``make_row(row,
+    text, where)`` builds a copy; its ``where`` names the source and the operation (``file:12#aug1-swap``)."""
     rng = random.Random(seed)
+    plan = [(row, k, operations[(k + rng.randrange(len(operations))) % len(operations)])
+            for row in rows for k in range(copies)]
+    round_trips = _round_trips([row for row, _, op in plan if op == "back_translation"], translate)
     result = Augmented(rows=list(rows))
-    for row in rows:
-        for k in range(copies):
-            operation = operations[(k + rng.randrange(len(operations))) % len(operations)]
-            text = augment_text(row.text, operation, rate, rng)
-            if text == " ".join(row.text.split()):
-                result.unchanged[operation] += 1
-                continue
-            result.rows.append(make_row(row, text, f"{row.where}#aug{k + 1}-{operation}"))
-            result.made[operation] += 1
-            if len(result.samples) < 8:
-                result.samples.append({"operation": operation, "source": row.text, "augmented": text})
+    candidates: list[tuple[Any, Any, str]] = []  # (source row, copy, operation)
+    for row, k, operation in plan:
+        text = round_trips[id(row)] if operation == "back_translation" else augment_text(row.text, operation, rate,
+                                                                                          rng)
+        if text == " ".join(row.text.split()):
+            result.unchanged[operation] += 1
+        elif operation == "back_translation" and not within_ratio(row.text, text, max_length_ratio):
+            result.rejected.setdefault("length_ratio", Counter())[operation] += 1
+        else:
+            candidates.append((row, make_row(row, text, f"{row.where}#aug{k + 1}-{operation}"), operation))
+    kept = _same_label(candidates, keep_label, result)
+    for row, copy, operation in kept:
+        result.rows.append(copy)
+        result.made[operation] += 1
+        if len(result.samples) < 8:
+            result.samples.append({"operation": operation, "source": row.text, "augmented": copy.text})
     return result
+
+
+def within_ratio(source: str, text: str, ratio: float) -> bool:
+    """Whether ``text`` has between 1/ratio and ratio times the words of ``source`` (a truncated or rambling
+    translation is neither)."""
+    a, b = len(source.split()), len(text.split())
+    return b > 0 and 1 / ratio <= b / max(1, a) <= ratio
+
+
+def _round_trips(rows: list[Any], translate: Translate | None) -> dict[int, str]:
+    unique = list({id(row): row for row in rows}.values())
+    if not unique:
+        return {}
+    if translate is None:
+        raise ValueError("back_translation needs a translator")
+    texts = translate([row.text for row in unique])
+    return {id(row): " ".join(text.split()) for row, text in zip(unique, texts)}
+
+
+def _same_label(candidates: list[tuple[Any, Any, str]], predict: Predict | None,
+                result: Augmented) -> list[tuple[Any, Any, str]]:
+    """The candidates whose copy the model labels as it labels the source; the others counted as label_changed."""
+    if predict is None or not candidates:
+        return candidates
+    sources = {id(row): row for row, _, _ in candidates}
+    source_label = dict(zip(sources, predict([row.text for row in sources.values()])))
+    copy_labels = predict([copy.text for _, copy, _ in candidates])
+    kept = []
+    for (row, copy, operation), label in zip(candidates, copy_labels):
+        if label == source_label[id(row)]:
+            kept.append((row, copy, operation))
+        else:
+            result.rejected.setdefault("label_changed", Counter())[operation] += 1
+    return kept

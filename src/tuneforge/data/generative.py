@@ -30,7 +30,8 @@ class GenerativeData:
         return self.format == "text"
 
 
-def prepare_generative(config: DataConfig, seed: int) -> GenerativeData:
+def prepare_generative(config: DataConfig, seed: int, tools: Any = None) -> GenerativeData:
+    """``tools``: augmentation's translator (data.augment back_translation), an ``augment.AugmentTools``."""
     records, file_format, bad = load_records(config.path, config.format, config.on_bad_rows, config.hf_split)
     examples, fmt = parse_examples(records, config.dataset_format, config.columns, config.roles,
                                    config.system_prompt)
@@ -70,15 +71,33 @@ def prepare_generative(config: DataConfig, seed: int) -> GenerativeData:
         dropped["malformed_row"] = len(bad)
     total_kept = sum(len(part) for part in splits.values())
     assert rows_read == total_kept + sum(dropped.values()), "every record is kept or counted as dropped"
+    augmentation = _augment(splits, config, seed, tools)  # the training split only, after the leakage check
     report = {
         "source": {"path": str(config.path), "format": file_format, "dataset_format": fmt, "rows_read": rows_read},
         "cleaning": {"modified": dict(modified), "dropped": dict(dropped), "dropped_total": sum(dropped.values()),
                      "examples": {"malformed_row": bad[:5]} if bad else {}},
         "rows_kept": total_kept,
         "splits": {name: {"rows": len(splits[name]), "turns": _turns(splits[name])} for name in SPLITS},
-        "leakage": {"overlapping_prompts": overlap_counts(parts), "removed": leaked},
+        "leakage": {"overlapping_prompts": overlap_counts(parts), "removed": leaked,
+                    **({"augmented_copies_only_in": "train"} if augmentation else {})},
+        **({"augmentation": augmentation} if augmentation else {}),
     }
     return GenerativeData(splits=splits, format=fmt, report=report)
+
+
+def _augment(splits: dict[str, list[Example]], config: DataConfig, seed: int, tools: Any) -> dict[str, Any] | None:
+    """Augmented copies of the training examples: their prompts changed, their answers kept (data.augment.targets
+    changes those too)."""
+    if config.augment is None:
+        return None
+    from tuneforge.data.augment_generative import augment_examples
+
+    settings = config.augment
+    ratio = settings.back_translation.max_length_ratio if settings.back_translation else 1.5
+    done = augment_examples(splits["train"], list(settings.operations), settings.copies, settings.rate,
+                            settings.seed + seed, settings.targets, tools.translate if tools else None, ratio)
+    splits["train"] = done.rows
+    return done.report(settings)
 
 
 def _clean(example: Example, config: CleanConfig) -> list[str]:

@@ -121,6 +121,8 @@ def prepare_ner(config: DataConfig, seed: int) -> NerData:
     if bad:
         dropped["malformed_row"] = len(bad)
     splits = {name: [by_where[row.where] for row in parts[name]] for name in SPLITS}
+    kept_total = sum(len(p) for p in splits.values())  # the originals (copies are counted in augmentation)
+    augmentation = _augment(splits, config, seed)  # the training split only, after the leakage check
     types = sorted({t for s in kept for t in s.tags if t != "O"}, key=lambda t: (t[2:], t[0]))
     labels = ["O", *types]
     read = len(sentences) + len(bad)
@@ -128,12 +130,27 @@ def prepare_ner(config: DataConfig, seed: int) -> NerData:
         "source": {"path": str(config.path), "format": "tagged words (BIO)", "rows_read": read},
         "cleaning": {"modified": {"bio_repaired_tags": repaired} if repaired else {}, "dropped": dict(dropped),
                      "dropped_total": sum(dropped.values()), "examples": {"malformed_row": bad[:5]} if bad else {}},
-        "rows_kept": sum(len(p) for p in splits.values()),
+        "rows_kept": kept_total,
         "labels": labels,
         "splits": {name: {"rows": len(part), "per_class": _entity_counts(part)} for name, part in splits.items()},
-        "leakage": {"overlapping_texts": overlap_counts(parts), "removed": leaked},
+        "leakage": {"overlapping_texts": overlap_counts(parts), "removed": leaked,
+                    **({"augmented_copies_only_in": "train"} if augmentation else {})},
+        **({"augmentation": augmentation} if augmentation else {}),
     }
     return NerData(splits=splits, labels=labels, report=report)
+
+
+def _augment(splits: dict[str, list[Sentence]], config: DataConfig, seed: int) -> dict[str, Any] | None:
+    """Augmented copies of the training sentences by the operations that keep entity spans aligned."""
+    if config.augment is None:
+        return None
+    from tuneforge.data.augment_tagged import augment_sentences
+
+    settings = config.augment
+    done = augment_sentences(splits["train"], list(settings.operations), settings.copies, settings.rate,
+                             settings.seed + seed, lambda s, tokens, tags, where: Sentence(tokens, tags, where))
+    splits["train"] = done.rows
+    return done.report(settings)
 
 
 def _entity_counts(sentences: list[Sentence]) -> dict[str, int]:

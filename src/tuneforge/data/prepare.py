@@ -27,7 +27,8 @@ class PreparedData:
         return [index[str(row.label)] for row in self.splits[split]]
 
 
-def prepare_data(config: DataConfig, seed: int) -> PreparedData:
+def prepare_data(config: DataConfig, seed: int, tools: Any = None) -> PreparedData:
+    """``tools``: augmentation's translator and label filter (data.augment), an ``augment.AugmentTools``."""
     loaded = load_rows(config.path, config.format, config.text_column, config.label_column,
                        config.on_bad_rows, config.hf_split)
     cleaned = clean_rows(loaded.rows, config.clean)
@@ -52,7 +53,7 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
     kept = sum(len(part) for part in parts.values())
     rows_read = len(loaded.rows) + len(loaded.bad_rows)
     assert rows_read == kept + sum(dropped.values()), "every row is kept or counted as dropped"
-    augmentation = _augment(parts, config, seed)
+    augmentation = _augment(parts, config, seed, tools)
     report = {
         "source": {"path": str(config.path), "format": loaded.format, "rows_read": rows_read,
                    **({"lines": loaded.lines} if loaded.lines else {})},
@@ -76,20 +77,21 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
     return PreparedData(splits=parts, labels=labels, report=report)
 
 
-def _augment(parts: dict[str, list[Row]], config: DataConfig, seed: int) -> dict[str, Any] | None:
+def _augment(parts: dict[str, list[Row]], config: DataConfig, seed: int, tools: Any) -> dict[str, Any] | None:
     """Augmented copies appended to the training split only (the splits and the leakage check are already done);
     the counts and a sample for data_report.json. Row counts above (rows_kept, per class) are the originals'."""
     if config.augment is None:
         return None
-    from tuneforge.data.augment import augment_rows
+    from tuneforge.data.augment import AugmentTools, augment_rows
 
-    settings = config.augment
+    settings, tools = config.augment, tools or AugmentTools()
+    translation = settings.back_translation
+    keep_label = tools.keep_label(parts["train"]) if settings.keep_label != "none" and tools.keep_label else None
     done = augment_rows(parts["train"], list(settings.operations), settings.copies, settings.rate,
-                        settings.seed + seed, lambda row, text, where: replace(row, text=text, where=where))
+                        settings.seed + seed, lambda row, text, where: replace(row, text=text, where=where),
+                        tools.translate, translation.max_length_ratio if translation else 1.5, keep_label)
     parts["train"] = done.rows
-    return {"copies_made": dict(done.made), "copies_unchanged_dropped": dict(done.unchanged),
-            "train_rows_with_copies": len(done.rows), "settings": settings.model_dump(mode="json"),
-            "samples": done.samples}
+    return done.report(settings)
 
 
 def token_length_stats(lengths: list[int], max_length: int) -> dict[str, float]:

@@ -163,11 +163,12 @@ def _data_section(report: dict[str, Any]) -> str:
             f"<table id='dropped'><tr><th>dropped</th><th>rows</th></tr>{dropped or '<tr><td>none</td><td>0</td></tr>'}"
             f"</table><table><tr><th>changed (kept)</th><th>rows</th></tr>{modified}</table></div>"
             "<table id='lengths'><tr><th>split</th><th>mean tokens</th><th>p50</th><th>p95</th><th>max</th>"
-            f"<th>truncated</th><th>truncated %</th></tr>{length_rows}</table>" + _augmentation(report))
+            f"<th>truncated</th><th>truncated %</th></tr>{length_rows}</table>")
 
 
-def _augmentation(report: dict[str, Any]) -> str:
-    """How many augmented copies each operation added to the training split, and a few of them."""
+def augmentation_parts(report: dict[str, Any]) -> str:
+    """How many augmented copies each operation added to the training split (and dropped, and why), and a few of
+    them (every task's report, from data_report.json)."""
     done = report.get("augmentation")
     if not done:
         return ""
@@ -176,6 +177,8 @@ def _augmentation(report: dict[str, Any]) -> str:
     return ("<h3>Augmentation (training split only)</h3><div class='grid'>"
             + pairs_table(done["copies_made"], "operation", "copies added", "augmentation")
             + pairs_table(done["copies_unchanged_dropped"], "operation", "copies equal to their source (dropped)")
+            + "".join(pairs_table(counts, "operation", f"dropped: {reason.replace('_', ' ')}")
+                      for reason, counts in done.get("copies_rejected", {}).items())
             + f"</div><table id='samples'><tr><th>operation</th><th>source</th><th>augmented</th></tr>{samples}"
             "</table>")
 

@@ -11,7 +11,7 @@ import html
 import json
 from pathlib import Path
 
-from tuneforge.evaluation.report import page
+from tuneforge.evaluation.report import augmentation_parts, page
 from tuneforge.evaluation.report_slices import slice_parts
 from tuneforge.io import read_log
 from tuneforge.tasks.run_folder import task_of
@@ -31,7 +31,7 @@ def write_report(run_dir: str | Path) -> Path:
     return page(run_dir, name, [f"<h1>tuneforge run: {html.escape(name)}</h1>",
                                  verdict_html(metrics.get("verdict"), data_report.get("warnings", [])),
                                  *task.call("report", run_dir, metrics, data_report, params, log),
-                                 *slice_parts(metrics.get("test", {})),
+                                 augmentation_parts(data_report), *slice_parts(metrics.get("test", {})),
                                  "<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>"])
 
 

@@ -8,6 +8,7 @@ GENERATIVE_STEPS = {**steps("tuneforge.tasks.generative"),
 GENERATIVE_SHOWN = ("rougeL", "bleu", "chrf", "meteor", "exact_match", "ended_rate", "perplexity")
 
 register(TaskSpec(
+    augments=True,
     name="causal-lm",
     description="instruction tuning of a decoder, or continued pretraining on raw text",
     baselines=("zero_shot", "few_shot"),

@@ -23,7 +23,9 @@ from tuneforge.tasks.spec import Prepared, TrainerParts
 
 def prepare(config: RunConfig, tokenizer: Any, resolved: Any) -> Prepared:
     seq2seq = config.model.task == "seq2seq"
-    data = prepare_generative(config.data, config.train.seed)
+    from tuneforge.tasks.augment_tools import augment_tools
+
+    data = prepare_generative(config.data, config.train.seed, augment_tools(config, tokenizer, resolved))
     if data.raw_text and seq2seq:
         raise DataError("raw text (continued pretraining) trains a causal-lm; set model.task=causal-lm")
     formatter = None if (seq2seq or data.raw_text) else ChatFormatter(tokenizer, config.data.template)

@@ -5,6 +5,7 @@ from tuneforge.tasks.causal_lm import GENERATIVE_SHOWN, GENERATIVE_STEPS
 from tuneforge.tasks.spec import TaskSpec, register
 
 register(TaskSpec(
+    augments=True,
     name="seq2seq",
     description="an encoder-decoder writes a target text from a source text",
     baselines=("copy_input",),

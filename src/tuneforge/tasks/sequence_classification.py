@@ -52,7 +52,9 @@ register(TaskSpec(
 def prepare(config: Any, tokenizer: Any, resolved: Any) -> Prepared:
     from tuneforge.data.prepare import prepare_data
 
-    data = prepare_data(config.data, config.train.seed)
+    from tuneforge.tasks.augment_tools import augment_tools
+
+    data = prepare_data(config.data, config.train.seed, augment_tools(config, tokenizer, resolved))
     if config.evaluation.slices is not None:  # before training: a slice's column must exist
         from tuneforge.data.slicing import check_slice_columns
 

@@ -41,7 +41,7 @@ class TaskSpec:
     architectures: tuple[str, ...] = ()
     needs: str = ""  # what a model that does not fit lacks, in words
     class_weighted: bool = False  # train.class_weights applies (a loss over classes of whole examples)
-    augments: bool = False  # data.augment applies (EDA copies of labelled texts)
+    augments: bool = False  # data.augment applies (copies of training examples; tagged words: span-keeping ones)
     slices: bool = False  # evaluation.slices applies (per-slice test metrics, fairness figures)
     # the monitor watches its served traffic (a labelled text reference rebuilt from the run's data) and retrain
     # learns its labelled feedback

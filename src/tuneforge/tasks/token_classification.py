@@ -39,6 +39,7 @@ register(TaskSpec(
     windows=False,
     labelled_head=True,
     report="tuneforge.evaluation.report_ner:ner_parts",
+    augments=True,
     **steps(HERE, predictor="load_tag_predictor"),
     starter=("minilm", "offline:wnut16", "CoNLL (word TAB tag per line, blank line between sentences) or jsonl with "
                                        "tokens and tags lists"),
