@@ -32,9 +32,10 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "monitor.yaml"
 RETRAIN = ["tracking.enabled=false", "train.epochs=8", "train.early_stopping=null", "train.learning_rate=3e-4"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def bbc_run(tmp_path_factory):
-    """The quickstart run (MiniLM, top 3 layers trained, BBC News), without the linear-probe baseline."""
+    """The quickstart run (MiniLM, top 3 layers trained, BBC News), without the linear-probe baseline: once per
+    session (a module fixture was built twice when the worker ran other modules' tests between these)."""
     config = load_config(preset_path("quickstart"), ["evaluation.baselines=[majority]", "tracking.enabled=false"])
     root = tmp_path_factory.mktemp("monitor")
     return finetune(config, output=root / "bbc", log=lambda _: None).run_dir
