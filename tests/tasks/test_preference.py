@@ -146,11 +146,16 @@ def test_offline_objectives_lower_their_loss_and_change_only_the_adapter(task, t
     if task != "orpo":  # DPO and KTO raise the chosen answer's likelihood ratio over the rejected one's
         assert test["finetuned"]["implicit_accuracy"] > 0.5
     _base_unchanged(result.run_dir, tiny_llama)
+    _same_answers_after_reload(result.run_dir, max_new_tokens=6)
+
+
+def _same_answers_after_reload(run: Path, max_new_tokens: int) -> None:
+    """save -> load: the saved policy, loaded fresh, gives the test answers the run wrote (greedy)."""
     from tuneforge.pipelines.generate import load_generator
 
-    rows = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").read_text().splitlines()]
-    again = load_generator(result.run_dir, max_new_tokens=6).generate([r["prompt"] for r in rows])
-    assert [g["output"] for g in again] == [r["finetuned"] for r in rows]  # save -> load: the same answers
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    again = load_generator(run, max_new_tokens=max_new_tokens).generate([r["prompt"] for r in rows])
+    assert [g["output"] for g in again] == [r["finetuned"] for r in rows]
 
 
 def test_grpo_raises_a_python_reward_and_logs_its_curves(tiny_llama, pairs, tmp_path):
@@ -168,6 +173,7 @@ def test_grpo_raises_a_python_reward_and_logs_its_curves(tiny_llama, pairs, tmp_
     assert sum(rewards_logged[-third:]) / third > sum(rewards_logged[:third]) / third + 0.3, rewards_logged
     assert any("completions/mean_length" in line for line in _log(result.run_dir))
     _base_unchanged(result.run_dir, tiny_llama)
+    _same_answers_after_reload(result.run_dir, max_new_tokens=12)  # preference.max_new_tokens
 
 
 def test_sft_reward_ppo_chain_records_its_parents(tiny_llama, pairs, tmp_path):
@@ -188,6 +194,10 @@ def test_sft_reward_ppo_chain_records_its_parents(tiny_llama, pairs, tmp_path):
     assert logged and all({"objective/scores", "objective/entropy", "objective/kl"} <= set(line) for line in logged)
     assert (ppo.run_dir / "model" / "adapter_config.json").exists()  # the policy's adapter, not the value head
     assert {"win_rate", "kl", "answer_words"} <= set(ppo.metrics["test"]["finetuned"])
+    from tuneforge.models.assets import resolve_model
+
+    _base_unchanged(ppo.run_dir, resolve_model(str(sft)).path)  # the SFT run's merged model: only the adapter moved
+    _same_answers_after_reload(ppo.run_dir, max_new_tokens=6)
     with pytest.raises(Exception, match="judge_run is the reward_run"):
         load_config(preference_config(str(sft), pairs, "ppo", preference={"reward_run": str(reward),
                                                                           "judge_run": str(reward)}))
