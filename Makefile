@@ -24,6 +24,7 @@ demo: setup
 
 test: setup
 	scripts/ensure-postgres.sh
+	scripts/ensure-chromium.sh
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 test-fast: setup

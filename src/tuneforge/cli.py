@@ -15,6 +15,7 @@ from tuneforge.cli_deploy import precision_arg
 from tuneforge.cli_monitor import COMMANDS as MONITOR_COMMANDS
 from tuneforge.cli_monitor import add_commands as add_monitor_commands
 from tuneforge.cli_scale import SCALE_COMMANDS, add_scale_parsers
+from tuneforge.cli_ui import UI_COMMANDS, add_ui_parser
 
 HELP = """tuneforge: fine-tune a pretrained model on your data, evaluate it honestly against baselines.
 
@@ -35,6 +36,7 @@ HELP = """tuneforge: fine-tune a pretrained model on your data, evaluate it hone
   tuneforge retrain RUN_DIR --feedback LOG --output D   learn the labelled feedback, replay the old data
   tuneforge compare-methods cfg.yaml           the same task with full, freeze, lora, qlora, adapter, prefix
   tuneforge estimate cfg.yaml                  peak memory, FLOPs and time before a run (also printed by train)
+  tuneforge ui --workspace DIR                 a web UI: configure, launch and watch runs, compare them, chat
 """
 
 
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_deploy_commands(sub)
     add_monitor_commands(sub)
     add_scale_parsers(sub)
+    add_ui_parser(sub)
     _add_tune(sub)
     _add_runs(sub)
     _add_config(sub)
@@ -201,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     commands: dict[str, Callable[[Any], int]] = {"init": _init, "train": _train, "quickstart": _quickstart,
                                                  "predict": _predict,
                                                  "config": _config, "tune": _tune, "runs": _runs,
-                                                 "generate": _generate, "chat": _chat, **DEPLOY_COMMANDS, **MONITOR_COMMANDS, **SCALE_COMMANDS,
+                                                 "generate": _generate, "chat": _chat, **DEPLOY_COMMANDS, **MONITOR_COMMANDS, **SCALE_COMMANDS, **UI_COMMANDS,
                                                  "compare-methods": _compare_methods, "estimate": _estimate}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging

@@ -34,11 +34,21 @@ RETRAIN = ["tracking.enabled=false", "train.epochs=8", "train.early_stopping=nul
 
 @pytest.fixture(scope="session")
 def bbc_run(tmp_path_factory):
-    """The quickstart run (MiniLM, top 3 layers trained, BBC News), without the linear-probe baseline: once per
-    session (a module fixture was built twice when the worker ran other modules' tests between these)."""
-    config = load_config(preset_path("quickstart"), ["evaluation.baselines=[majority]", "tracking.enabled=false"])
-    root = tmp_path_factory.mktemp("monitor")
-    return finetune(config, output=root / "bbc", log=lambda _: None).run_dir
+    """The quickstart run (MiniLM, top 3 layers trained, BBC News), without the linear-probe baseline: built once for
+    the whole test session, whichever xdist workers run these tests (pytest-xdist 3.8's xdist_group does not keep a
+    group on one worker under pytest 9: it tags ``item._nodeid``, which pytest 9 no longer reads), under a file lock
+    in the folder the workers share."""
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp().parent / "bbc-monitor"
+    shared.mkdir(exist_ok=True)
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "bbc" / "metrics.json").exists():
+            config = load_config(preset_path("quickstart"), ["evaluation.baselines=[majority]",
+                                                             "tracking.enabled=false"])
+            finetune(config, output=shared / "bbc", log=lambda _: None)
+    return shared / "bbc"
 
 
 def _get(url: str) -> str:

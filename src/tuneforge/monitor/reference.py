@@ -5,6 +5,7 @@ Built once and kept in ``<run>/monitor/reference.npz`` (a new model in the folde
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,7 @@ def load_reference(run_dir: str | Path, predictor: Any = None, embedder: Any = N
     reference, info = _build(root, model_dir, meta, predictor, embedder)
     try:
         cache.parent.mkdir(exist_ok=True)
-        tmp = cache.with_name(".reference.tmp.npz")
+        tmp = cache.with_name(f".reference.{os.getpid()}.tmp.npz")  # two processes may build it at once
         np.savez(tmp, embeddings=reference.embeddings, input_words=reference.input_words,
                  confidences=reference.confidences, info=np.array(json.dumps({**info, "model_stamp": stamp})))
         tmp.replace(cache)
