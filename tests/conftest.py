@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+from _pytest import nodes
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,6 +25,21 @@ def pytest_configure(config: pytest.Config) -> None:
     choice = config.getoption("--cpu-bf16")
     if choice != "probe":
         os.environ["TUNEFORGE_CPU_BF16"] = choice
+
+
+# pytest-xdist 3.8 keeps an xdist_group on one worker (--dist loadgroup) by renaming each grouped test to
+# "<nodeid>@<group>" through ``item._nodeid``; pytest 9 reads node ids from ``_id`` instead, so the renaming was lost
+# and groups were spread over workers (the BBC monitor run built twice, two multi-process runs at once). Read the
+# renamed id, in items and in their reports, as xdist expects.
+_NODEID = nodes.Node.nodeid
+nodes.Node.nodeid = property(lambda self: self.__dict__.get("_nodeid") or _NODEID.fget(self))  # type: ignore
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    report = yield
+    report.nodeid = item.nodeid
+    return report
 
 
 def pytest_report_header(config: pytest.Config) -> str:
