@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import tiny_config
+from conftest import generative_config, tiny_config
 from tuneforge.cli import main
 from tuneforge.config import load_config
 from tuneforge.pipelines.finetune import finetune
@@ -121,3 +121,24 @@ def test_compare_measures_each_variant_against_fp32_on_the_test_split(bert_run, 
     assert "figures" in rows["bnb nf4"] or rows["bnb nf4"]["error"]  # a variant a library cannot do here: its row says
     page = (tmp_path / "t" / "optimize.html").read_text()
     assert "<img" in page and "structured 25%" in page and "paired difference" in page
+
+
+@pytest.mark.slow
+def test_gguf_rows_of_the_table_are_run_by_llama_cpp(tiny_llama, chat_jsonl, tmp_path):
+    """A causal-lm run's GGUF q8_0 and q4_k_m exports, run by llama.cpp, in the same table as the fp32 model: the
+    same perplexity definition (each test answer's tokens, the run's own split), greedy answers, a timed workload."""
+    pytest.importorskip("llama_cpp", reason="GGUF rows need llama-cpp-python (make llama)")
+    from tuneforge.pipelines.optimize import chosen_rows, compare
+
+    run = finetune(load_config(generative_config(tiny_llama, chat_jsonl, train={"epochs": 1},
+                                                 evaluation={"baselines": []})),
+                   output=tmp_path / "run", log=lambda _: None).run_dir
+    result = compare(run, tmp_path / "table", chosen_rows("gguf q8_0,gguf q4_k_m"), threads=1, log=lambda _: None)
+    rows = {row["name"]: row for row in result["rows"]}
+    reference, q8, q4 = rows["fp32"], rows["gguf q8_0"], rows["gguf q4_k_m"]
+    assert q4["bytes"] < q8["bytes"] < reference["bytes"]  # (a tiny model: its vocabulary is most of either file)
+    # q8_0 keeps the model: perplexity within 2% of fp32's (llama.cpp's own computation of the same tokens)
+    assert abs(q8["figures"]["value"] / reference["figures"]["value"] - 1) < 0.02, (q8["figures"], reference["figures"])
+    assert q8["figures"]["n"] == reference["figures"]["n"] and q8["speed"]["per_second"] > 0
+    assert "figures" in q4 and q4["built"]["gguf"] == "q4_k_m"
+    assert "run by llama.cpp" in (tmp_path / "table" / "optimize.html").read_text()

@@ -42,6 +42,9 @@ def _note(row: dict[str, Any]) -> str:
         return f"{100 * built.get('zeroed_share_of_block_weights', 0):.0f}% of block weights zero (dense file)"
     if built.get("on_load"):
         return "quantized when loaded (fp32 file)"
+    if built.get("gguf"):
+        top1 = built.get("agreement", {}).get("top1_agreement")
+        return "run by llama.cpp" + (f"; top-1 tokens as the merged model's: {100 * top1:.1f}%" if top1 else "")
     return ""
 
 

@@ -1,7 +1,7 @@
 """Measure one model folder in a process of its own (so that its peak memory is its own): loaded the way
 ``predict``/``generate`` load a run, then its task's test outputs and throughput.
 
-    python -m tuneforge.export.measure MODEL_DIR RUN_DIR OUT.json [--threads 2]
+    python -m tuneforge.export.measure MODEL_DIR RUN_DIR OUT.json [--threads 2] [--gguf]
 """
 
 from __future__ import annotations
@@ -38,6 +38,32 @@ def measure(model_dir: Path, run_dir: Path, threads: int) -> dict[str, Any]:
             "precision": getattr(predictor.model, "_tuneforge_precision", "fp32")}
 
 
+def measure_gguf(gguf_file: Path, run_dir: Path, threads: int) -> dict[str, Any]:
+    """A causal-lm run's GGUF export, run by llama.cpp (llama-cpp-python), scored as ``measure`` scores a folder."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        raise RuntimeError("GGUF rows are run by llama.cpp: make llama (pip install llama-cpp-python==0.3.36)") from None
+    from tuneforge.export.optimize import prepared_data, run_config
+    from tuneforge.models.loading import quiet_libraries
+    from tuneforge.tasks.run_folder import read_model_meta
+    from tuneforge.tasks.variants import gguf_outputs
+
+    quiet_libraries()
+    config = run_config(run_dir)
+    folder, _ = read_model_meta(run_dir)
+    prepared, tokenizer = prepared_data(run_dir, folder, config)
+    before = _start_peak()
+    started = time.perf_counter()
+    llm = Llama(model_path=str(gguf_file), n_ctx=max(512, config.data.max_length + 64), n_threads=threads,
+                n_threads_batch=threads, logits_all=True, verbose=False)
+    load_seconds = time.perf_counter() - started
+    outputs = gguf_outputs(llm, tokenizer, prepared, config)
+    return {"outputs": outputs, "load_seconds": round(load_seconds, 2), "threads": threads,
+            "rss_before_load_mb": round(before, 1), "peak_rss_mb": round(_status_mb("VmHWM"), 1),
+            "precision": "gguf"}
+
+
 def _start_peak() -> float:
     """Reset the process's peak resident memory (Linux: clear_refs 5) so that the peak read later is the model's
     loading and running, not the data preparation before it; returns the resident memory now (MB)."""
@@ -61,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gguf", action="store_true", help="MODEL_DIR is a GGUF file, run by llama.cpp")
     args = parser.parse_args(argv)
     from tuneforge.io import atomic_write_json
 
-    atomic_write_json(args.out, measure(args.model_dir, args.run_dir, args.threads))
+    how = measure_gguf if args.gguf else measure
+    atomic_write_json(args.out, how(args.model_dir, args.run_dir, args.threads))
     return 0
 
 

@@ -30,6 +30,7 @@ class Row:
     prune: str | None = None
     sparsity: float = 0.5
     precision: str | None = None
+    gguf: str | None = None  # a GGUF type: exported by llama.cpp's converter, run by llama.cpp (causal-lm runs)
 
 
 ROWS = (
@@ -43,6 +44,8 @@ ROWS = (
     Row("magnitude 50%", prune="magnitude", sparsity=0.5),
     Row("wanda 50%", prune="wanda", sparsity=0.5),
     Row("structured 25%", prune="structured", sparsity=0.25),
+    Row("gguf q8_0", gguf="q8_0"),
+    Row("gguf q4_k_m", gguf="q4_k_m"),
 )
 
 
@@ -78,17 +81,23 @@ def compare(run_dir: str | Path, output: str | Path, rows: tuple[Row, ...] = ROW
     output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output) as scratch:
         merged = standalone(run_dir, model_dir, meta, Path(scratch) / "merged")  # once, not once per row
+        rows = tuple(row for row in rows if not row.gguf or _gguf_applies(model_dir, meta))
         for number, row in enumerate(rows, 1):
             log(f"[{number}/{len(rows)}] {row.name}")
             folder = output / "variants" / row.name.replace(" ", "-").replace("%", "")
             entry: dict[str, Any] = {"name": row.name, "folder": str(folder)}
             try:
+                measured = output / "measurements" / f"{folder.name}.json"
+                if row.gguf:
+                    entry.update(_gguf_row(run_dir, folder, row.gguf, measured, threads))
+                    table.append(entry)
+                    continue
                 if row.prune and prepared is None:
                     prepared, _ = prepared_data(run_dir, model_dir, config)
                 entry["built"] = build_variant(run_dir, folder, row.quantize, row.prune, row.sparsity, lambda _: None,
                                                prepared, row.precision, merged)
                 entry["bytes"] = folder_bytes(folder)
-                entry.update(_measure(folder, run_dir, output / "measurements" / f"{folder.name}.json", threads))
+                entry.update(_measure(folder, run_dir, measured, threads))
             except Exception as exc:  # noqa: BLE001 - a library that cannot do this variant here: said in its row
                 entry["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
                 log(f"  {row.name}: failed ({entry['error']})")
@@ -122,10 +131,31 @@ def chosen_rows(names: str | None) -> tuple[Row, ...]:
     return (ROWS[0], *(known[name] for name in wanted if name != ROWS[0].name))
 
 
-def _measure(folder: Path, run_dir: Path, out: Path, threads: int) -> dict[str, Any]:
+def _gguf_applies(model_dir: Path, meta: dict[str, Any]) -> bool:
+    """GGUF rows are for llama-family causal LMs (what llama.cpp's converter reads); other runs leave them out."""
+    from tuneforge.export.gguf import check_convertible
+
+    try:
+        check_convertible(model_dir, meta)
+    except UserError:
+        return False
+    return True
+
+
+def _gguf_row(run_dir: Path, folder: Path, quant: str, out: Path, threads: int) -> dict[str, Any]:
+    """Exported by llama.cpp's converter (and quantizer), checked against the merged model, run by llama.cpp."""
+    from tuneforge.pipelines.export_gguf import export_gguf
+
+    facts = export_gguf(run_dir, folder, quant, log=lambda _: None)
+    built = {"gguf": quant, "file": facts["file"], "agreement": facts["agreement"]}
+    return {"built": built, "bytes": facts["bytes"], **_measure(Path(facts["output"]), run_dir, out, threads, gguf=True)}
+
+
+def _measure(folder: Path, run_dir: Path, out: Path, threads: int, gguf: bool = False) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     done = subprocess.run([sys.executable, "-m", "tuneforge.export.measure", str(folder), str(run_dir), str(out),
-                           "--threads", str(threads)], capture_output=True, text=True, env=env)
+                           "--threads", str(threads), *(["--gguf"] if gguf else [])], capture_output=True, text=True,
+                          env=env)
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         raise RuntimeError(lines[-1] if lines else f"the measurement exited with {done.returncode}")

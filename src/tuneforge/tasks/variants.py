@@ -101,3 +101,54 @@ def generative_figures(reference: dict[str, Any], variant: dict[str, Any], confi
     return {"metric": "perplexity", "value": figures["perplexity"], "ci": figures["perplexity_ci"],
             "minus_reference": round(point, 4) + 0.0, "minus_reference_ci": percentile_interval(differences, confidence),
             "same_greedy_answer_share": round(same, 4), "n": len(nll)}
+
+
+def gguf_outputs(llm: Any, tokenizer: Any, prepared: Prepared, config: Any) -> dict[str, Any]:
+    """A causal-lm run exported to GGUF, run by llama.cpp (``llm``: a ``llama_cpp.Llama`` with every position's
+    logits): the same outputs as ``generative_outputs`` -- each test answer's negative log-likelihood, greedy answers
+    to the same sampled prompts, and the same fixed generation workload timed."""
+    import numpy as np
+
+    from tuneforge.data.chat import IGNORE
+    from tuneforge.evaluation.speed import median_rate
+    from tuneforge.tasks.generative import test_prompts
+    from tuneforge.tasks.generative_eval import sample_for_generation
+
+    nll, tokens = [], []
+    for example in prepared.extra["encoded"]["test"]:
+        llm.reset()
+        llm.eval(list(example.input_ids))
+        logits = np.asarray(llm.scores[:len(example.input_ids)], dtype=np.float64)[:-1]
+        peak = logits.max(axis=1, keepdims=True)
+        log_probs = logits - peak - np.log(np.exp(logits - peak).sum(axis=1, keepdims=True))
+        targets = np.asarray(example.labels[1:])
+        where = np.flatnonzero(targets != IGNORE)
+        nll.append(float(-log_probs[where, targets[where]].sum()))
+        tokens.append(int(len(where)))
+    prompts_of = test_prompts(prepared, tokenizer, config)
+    prompts = prompts_of["prompts"](sample_for_generation(prepared.data.splits["test"], SAME_ANSWER_PROMPTS,
+                                                          config.train.seed))
+    stop, cut = prompts_of["stop"], config.evaluation.generation.stop_strings
+    answers = [_greedy_text(llm, tokenizer, prompt, stop, cut) for prompt in prompts]
+
+    def work() -> None:  # the fixed workload: every prompt writes exactly SPEED_TOKENS tokens
+        for prompt in prompts[:SPEED_PROMPTS]:
+            for count, _ in enumerate(llm.generate(prompt, top_k=1, temp=0.0, repeat_penalty=1.0), 1):
+                if count >= SPEED_TOKENS:
+                    break
+
+    speed = median_rate(work, SPEED_PROMPTS * SPEED_TOKENS)
+    return {"nll": nll, "tokens": tokens, "answers": answers, "speed": {**speed, "unit": "tokens"}}
+
+
+def _greedy_text(llm: Any, tokenizer: Any, prompt: list[int], stop: list[int], stop_strings: list[str]) -> str:
+    """llama.cpp's greedy answer, ended and decoded as transformers' generation ends and decodes it."""
+    written: list[int] = []
+    for token in llm.generate(prompt, top_k=1, temp=0.0, repeat_penalty=1.0):
+        if token in stop or len(written) >= SPEED_TOKENS:
+            break
+        written.append(token)
+    text = tokenizer.decode(written, skip_special_tokens=True)
+    for cut in stop_strings:
+        text = text.split(cut, 1)[0]
+    return text.strip()
