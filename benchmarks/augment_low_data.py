@@ -37,6 +37,12 @@ def main() -> None:
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps of every run")
     parser.add_argument("--json-out", default=None)
+    parser.add_argument("--model", default="minilm", help="another model (tests: a tiny one)")
+    parser.add_argument("--data", default="offline:bbc-news", help="another labelled set (tests: a tiny one)")
+    parser.add_argument("--corpus-rows", type=int, default=2225, help="rows of --data (a fraction is of these)")
+    parser.add_argument("--rows", type=int, default=ROWS, help="rows sampled from --data for each run")
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--frozen-layers", type=int, default=3, help="lower layers kept frozen (MiniLM: 3 of 6)")
     args = parser.parse_args()
     fractions = [float(f) for f in args.fractions.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -47,36 +53,39 @@ def main() -> None:
             for seed in seeds:
                 outputs = {}
                 for condition in conditions:
-                    figures, outputs[condition] = one_run(Path(work), fraction, seed, condition, args.steps)
+                    figures, outputs[condition] = one_run(Path(work), fraction, seed, condition, args)
                     runs.append(figures)
                     print(json.dumps(figures), flush=True)
                 for condition in conditions[1:]:
                     pairs.append({"fraction": fraction, "seed": seed, "condition": condition,
                                   **paired(outputs["none"], outputs[condition], seed)})
                     print(json.dumps(pairs[-1]), flush=True)
-    result = {"benchmark": "augment_low_data", "rows": ROWS, "steps": args.steps, "runs": runs, "pairs": pairs,
+    result = {"benchmark": "augment_low_data", "model": args.model, "data": args.data, "rows": args.rows,
+              "steps": args.steps, "runs": runs, "pairs": pairs,
               "summary": summary(pairs), "seconds": round(time.time() - started, 1)}
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
 
 
-def one_run(work: Path, fraction: float, seed: int, condition: str, steps: int) -> tuple[dict, dict]:
+def one_run(work: Path, fraction: float, seed: int, condition: str, args: argparse.Namespace) -> tuple[dict, dict]:
     from tuneforge.config.loader import load_config
     from tuneforge.pipelines.finetune import finetune
 
-    train_share = fraction * 2225 / ROWS
-    train_rows = round(train_share * ROWS)
+    steps = args.steps
+    train_share = fraction * args.corpus_rows / args.rows
+    train_rows = round(train_share * args.rows)
     augmented = CONDITIONS[condition] is not None
     rows_per_epoch = train_rows * (2 if augmented else 1)  # one copy per example
     epochs = max(1, math.ceil(steps * 16 / rows_per_epoch))
     config = load_config({
-        "name": f"aug-{condition}-{fraction}-{seed}", "model": {"name": "minilm"},
-        "data": {"path": "offline:bbc-news", "max_length": 64, "max_rows": ROWS,
+        "name": f"aug-{condition}-{fraction}-{seed}", "model": {"name": args.model},
+        "data": {"path": args.data, "max_length": 64, "max_rows": args.rows,
                  "split": {"train": round(train_share, 4), "validation": 0.15, "test": round(0.85 - train_share, 4)},
                  **({"augment": {"operations": CONDITIONS[condition], "copies": 1, "rate": 0.1}} if augmented else {})},
-        "method": {"name": "freeze", "embeddings": True, "layers": 3, "train_norms": False},
-        "train": {"epochs": epochs, "batch_size": 16, "eval_strategy": "steps", "eval_steps": max(1, steps // 4), "learning_rate": 1e-4, "seed": seed,
+        "method": {"name": "freeze", "embeddings": True, "layers": args.frozen_layers, "train_norms": False},
+        "train": {"epochs": epochs, "batch_size": 16, "eval_strategy": "steps", "eval_steps": max(1, steps // 4),
+                  "learning_rate": args.learning_rate, "seed": seed,
                   "early_stopping": None},
         "evaluation": {"baselines": ["majority"]}, "tracking": {"enabled": False}})
     result = finetune(config, output=work / config.name, log=lambda _: None)

@@ -120,3 +120,15 @@ def test_optimize_table_runs_on_a_tiny_model(tiny_bert, tiny_csv, tmp_path):
         low, high = row["figures"]["ci"]
         assert low <= row["figures"]["value"] <= high and row["speed"]["per_second"] > 0
     assert rows["torchao int8 dynamic"]["ratios"]["size"] < 1 and (tmp_path / "optimize" / "optimize.html").exists()
+
+
+def test_augment_low_data_pairs_runs_with_and_without_augmentation(tiny_bert, tiny_csv):
+    result = run_benchmark("augment_low_data.py", "--model", tiny_bert, "--data", str(tiny_csv), "--corpus-rows",
+                           "120", "--rows", "120", "--fractions", "0.5", "--seeds", "0", "--conditions", "none,swap",
+                           "--steps", "8", "--learning-rate", "3e-2", "--frozen-layers", "1")
+    none, swap = result["runs"]
+    assert none["copies"] == 0 and swap["copies"] > 0 and swap["train_rows"] == none["train_rows"] + swap["copies"]
+    assert abs(none["steps"] - swap["steps"]) <= 4  # the same optimizer steps for both runs of a pair
+    pair = result["pairs"][0]
+    low, high = pair["macro_f1_difference_ci"]
+    assert low <= pair["macro_f1_difference"] <= high and result["summary"][0]["seeds"] == 1
