@@ -29,15 +29,14 @@ from tuneforge.serve.server import serve
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bbc-monitor")]  # one BBC run per session
 EXAMPLE = Path(__file__).parents[2] / "examples" / "monitor.yaml"
 # the same training budget for both retrains, strong enough to move the model (no early stop on the new data)
-RETRAIN = ["tracking.enabled=false", "train.epochs=8", "train.early_stopping=null", "train.learning_rate=3e-4"]
+RETRAIN = ["tracking.enabled=false", "train.epochs=6", "train.early_stopping=null", "train.learning_rate=3e-4"]
 
 
 @pytest.fixture(scope="session")
 def bbc_run(tmp_path_factory):
-    """The quickstart run (MiniLM, top 3 layers trained, BBC News), without the linear-probe baseline: built once for
-    the whole test session, whichever xdist workers run these tests (pytest-xdist 3.8's xdist_group does not keep a
-    group on one worker under pytest 9: it tags ``item._nodeid``, which pytest 9 no longer reads), under a file lock
-    in the folder the workers share."""
+    """The quickstart run (MiniLM, top 3 layers trained, BBC News; 2 epochs to keep the suite's time), without the
+    linear-probe baseline: built once for the whole test session, under a file lock in the folder xdist's workers
+    share (the module's xdist_group keeps its tests on one worker; the lock holds even if it does not)."""
     import fcntl
 
     shared = tmp_path_factory.getbasetemp().parent / "bbc-monitor"
@@ -45,7 +44,7 @@ def bbc_run(tmp_path_factory):
     with open(shared / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (shared / "bbc" / "metrics.json").exists():
-            config = load_config(preset_path("quickstart"), ["evaluation.baselines=[majority]",
+            config = load_config(preset_path("quickstart"), ["evaluation.baselines=[majority]", "train.epochs=2",
                                                              "tracking.enabled=false"])
             finetune(config, output=shared / "bbc", log=lambda _: None)
     return shared / "bbc"

@@ -61,15 +61,17 @@ def _losses(run_dir: Path) -> list[float]:
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("distributed")
-def test_two_processes_follow_one_process_under_ddp_fsdp_and_zero3(tmp_path: Path, no_dropout_bert: str,
+def test_two_processes_follow_one_process_under_fsdp_and_zero3(tmp_path: Path, no_dropout_bert: str,
                                                                tiny_csv: Path) -> None:
     config = _config_file(tmp_path, no_dropout_bert, tiny_csv)
     single = _train(str(config), "--output", str(tmp_path / "one"))
     assert single.returncode == 0, single.stderr[-2000:]
     reference = json.loads((tmp_path / "one" / "metrics.json").read_text())
     low, high = reference["test"]["finetuned"]["macro_f1_ci"]
-    # ZeRO-2 (measured equal to 5 decimals too) is left out to keep the suite's time: ZeRO-3 shards more of the same
-    for strategy in ("ddp", "fsdp", "deepspeed-zero3"):
+    # the sharded strategies, where the gathering and the best-checkpoint agreement can go wrong; DDP and ZeRO-2 (measured
+    # equal to 5 decimals too) are left out to keep the suite's time: DDP trains in the kill-and-resume and two-machine
+    # tests, ZeRO-2 in the torchrun-by-hand test
+    for strategy in ("fsdp", "deepspeed-zero3"):
         run_dir = tmp_path / strategy
         result = _train(str(config), f"distributed.strategy={strategy}", "distributed.keep_effective_batch=true",
                         "--output", str(run_dir), "--nproc", "2")
