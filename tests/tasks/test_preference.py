@@ -184,7 +184,11 @@ def test_sft_reward_ppo_chain_records_its_parents(tiny_llama, pairs, tmp_path):
     reward = _run(preference_config(str(sft), pairs, "reward-model", train={"epochs": 1}), tmp_path / "rm").run_dir
     judge = _run(preference_config(str(sft), pairs, "reward-model", train={"epochs": 1, "seed": 1}),
                  tmp_path / "judge").run_dir
-    options = {"preference": {"reward_run": str(reward), "judge_run": str(judge)}, "train": {"epochs": 1}}
+    # TRL's PPO samples its rollouts at the run's temperature, with no top-k or top-p: a random tiny model spreads them
+    # over the whole vocabulary, where no reward can be climbed in a few steps; at temperature 0.02 they choose among
+    # its few likeliest tokens, and PPO can climb the reward model's preferences among those
+    options = {"preference": {"reward_run": str(reward), "judge_run": str(judge)}, "train": {"epochs": 1},
+               "evaluation": {"generation": {"temperature": 0.02}}}
     ppo = _run(preference_config(str(sft), pairs, "ppo", **options), tmp_path / "ppo")
     meta = json.loads((ppo.run_dir / "model" / "tuneforge.json").read_text())
     assert meta["parents"] == {"model": str(sft), "reward": str(reward), "judge": str(judge)}
@@ -192,6 +196,11 @@ def test_sft_reward_ppo_chain_records_its_parents(tiny_llama, pairs, tmp_path):
     assert json.loads((reward / "model" / "tuneforge.json").read_text())["parents"] == {"model": str(sft)}
     logged = [line for line in _log(ppo.run_dir) if "objective/kl" in line]
     assert logged and all({"objective/scores", "objective/entropy", "objective/kl"} <= set(line) for line in logged)
+    scores, third = [line["objective/scores"] for line in logged], len(logged) // 3
+    assert third >= 2 and sum(scores[-third:]) / third > sum(scores[:third]) / third + 0.2, scores  # PPO climbs
+    most = load_config(ppo.run_dir / "config.yaml").preference.max_new_tokens
+    assert [line["step"] for line in logged] == list(range(1, len(logged) + 1))  # one record per step
+    assert all(0 < line["response_length"] <= most for line in logged), [line["response_length"] for line in logged]
     assert (ppo.run_dir / "model" / "adapter_config.json").exists()  # the policy's adapter, not the value head
     assert {"win_rate", "kl", "answer_words"} <= set(ppo.metrics["test"]["finetuned"])
     from tuneforge.models.assets import resolve_model
@@ -201,6 +210,17 @@ def test_sft_reward_ppo_chain_records_its_parents(tiny_llama, pairs, tmp_path):
     with pytest.raises(Exception, match="judge_run is the reward_run"):
         load_config(preference_config(str(sft), pairs, "ppo", preference={"reward_run": str(reward),
                                                                           "judge_run": str(reward)}))
+
+
+def test_ppo_response_length_counts_up_to_the_stop_token_not_the_padding():
+    import torch
+
+    from tuneforge.tasks.preference_train import response_lengths
+
+    responses = torch.tensor([[5, 6, 2, 2, 2], [5, 6, 7, 8, 9], [2, 2, 2, 2, 2], [5, 6, 2, 0, 0], [5, 0, 0, 0, 0]])
+    assert response_lengths(responses, 2, 2).tolist() == [3, 5, 1, 3, 5]  # padded with the stop token (eos)
+    assert response_lengths(responses, 2, 0).tolist() == [3, 5, 1, 3, 1]
+    assert response_lengths(responses, None, 0).tolist() == [5, 5, 5, 3, 1]  # no stop token: up to the padding
 
 
 def test_bad_preference_configs_and_files_stop_in_one_line(tiny_llama, pairs, tmp_path):

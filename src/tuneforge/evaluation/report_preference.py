@@ -14,10 +14,10 @@ from tuneforge.evaluation.report import _comparison_table, _difference_table, _i
 
 REWARD_SHOWN = ("pairwise_accuracy", "mean_margin")
 POLICY_SHOWN = ("win_rate", "mean_reward", "kl", "answer_words", "implicit_accuracy", "implicit_margin")
-# what TRL's preference trainers log per step, drawn when present
+# what TRL's preference trainers log per step (and tuneforge's PPO response_length), drawn when present
 CURVES = ("rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected", "reward", "kl",
           "objective/kl", "objective/entropy", "objective/scores", "objective/rlhf_reward", "entropy",
-          "completions/mean_length", "val/num_eos_tokens", "margin", "accuracy")
+          "completions/mean_length", "response_length", "val/num_eos_tokens", "margin", "accuracy")
 
 
 def reward_parts(run_dir: Path, metrics: dict[str, Any], data_report: dict[str, Any], params: dict[str, Any],

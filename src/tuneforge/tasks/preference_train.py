@@ -130,13 +130,60 @@ def _ppo(model: Any, tokenizer: Any, config: RunConfig) -> TrainerParts:
               callbacks: list[Any]) -> Any:
         from transformers import DataCollatorWithPadding
 
-        return PPOTrainer(args=args, processing_class=processing_class, model=model, ref_model=reference,
-                          reward_model=reward, value_model=value, train_dataset=train_dataset,
-                          eval_dataset=eval_dataset, callbacks=callbacks,
-                          data_collator=DataCollatorWithPadding(processing_class))
+        return _length_logging(PPOTrainer)(
+            args=args, processing_class=processing_class, model=model, ref_model=reference, reward_model=reward,
+            value_model=value, train_dataset=train_dataset, eval_dataset=eval_dataset, callbacks=callbacks,
+            data_collator=DataCollatorWithPadding(processing_class))
 
     return TrainerParts(arguments=PPOConfig, argument_fields=fields, trainer=build,
                         trained_model=lambda trainer: trainer.policy_model, resumable=False)
+
+
+def _length_logging(ppo_trainer: type) -> type:
+    """TRL's PPO trainer that also logs ``response_length`` with each step's objective/kl: the mean number of tokens
+    of the step's rollouts, up to and including the stop token, padding excluded. TRL's loop keeps its rollouts to
+    itself, and they all pass through its module's ``batch_generation``: that function is wrapped while this trainer
+    trains (its sample generations would pass through it too; the wiring above turns them off)."""
+    import sys
+
+    loop = sys.modules[ppo_trainer.__module__]
+
+    class LengthLoggingPPOTrainer(ppo_trainer):
+        def train(self) -> None:
+            generate = loop.batch_generation
+            self._response_lengths: list[int] = []
+
+            def recorded(model: Any, queries: Any, *args: Any, **kwargs: Any) -> Any:
+                query_responses, logits = generate(model, queries, *args, **kwargs)
+                lengths = response_lengths(query_responses[:, queries.shape[1]:], self.stop_token_id,
+                                           self.processing_class.pad_token_id)
+                self._response_lengths.extend(self.accelerator.gather(lengths).tolist())
+                return query_responses, logits
+
+            loop.batch_generation = recorded
+            try:
+                super().train()
+            finally:
+                loop.batch_generation = generate
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            lengths = getattr(self, "_response_lengths", None)
+            if lengths and "objective/kl" in logs:  # a step's record: the rollouts since the last one
+                logs = {**logs, "response_length": sum(lengths) / len(lengths)}
+                lengths.clear()
+            super().log(logs, start_time)
+
+    return LengthLoggingPPOTrainer
+
+
+def response_lengths(responses: Any, stop_token_id: int | None, pad_token_id: int) -> Any:
+    """Each generated response's tokens: up to and including its first stop token, else up to its padding (the stop
+    token counts even where it is also the pad token, as it is when a tokenizer pads with its eos)."""
+    import torch
+    from trl.experimental.utils import first_true_indices
+
+    stops = responses == stop_token_id if stop_token_id is not None else torch.zeros_like(responses, dtype=torch.bool)
+    return torch.minimum(first_true_indices(stops) + 1, first_true_indices((responses == pad_token_id) & ~stops))
 
 
 def load_reward_run(folder: str, precision: str | None = None) -> tuple[Any, Any]:
