@@ -14,6 +14,7 @@ from tuneforge.cli_deploy import add_commands as add_deploy_commands
 from tuneforge.cli_deploy import precision_arg
 from tuneforge.cli_monitor import COMMANDS as MONITOR_COMMANDS
 from tuneforge.cli_monitor import add_commands as add_monitor_commands
+from tuneforge.cli_pairs import PAIRS_COMMANDS, add_pairs_parser
 from tuneforge.cli_scale import SCALE_COMMANDS, add_scale_parsers
 from tuneforge.cli_ui import UI_COMMANDS, add_ui_parser
 
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_deploy_commands(sub)
     add_monitor_commands(sub)
     add_scale_parsers(sub)
+    add_pairs_parser(sub)
     add_ui_parser(sub)
     _add_tune(sub)
     _add_runs(sub)
@@ -204,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     commands: dict[str, Callable[[Any], int]] = {"init": _init, "train": _train, "quickstart": _quickstart,
                                                  "predict": _predict,
                                                  "config": _config, "tune": _tune, "runs": _runs,
-                                                 "generate": _generate, "chat": _chat, **DEPLOY_COMMANDS, **MONITOR_COMMANDS, **SCALE_COMMANDS, **UI_COMMANDS,
+                                                 "generate": _generate, "chat": _chat, **DEPLOY_COMMANDS, **MONITOR_COMMANDS, **SCALE_COMMANDS, **UI_COMMANDS, **PAIRS_COMMANDS,
                                                  "compare-methods": _compare_methods, "estimate": _estimate}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging

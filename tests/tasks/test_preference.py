@@ -261,3 +261,33 @@ def test_a_prompt_longer_than_max_length_is_dropped_and_counted(tiny_llama, tmp_
     prepared = prepare(config, AutoTokenizer.from_pretrained(tiny_llama), resolve_model(tiny_llama))
     assert prepared.report["cleaning"]["dropped"]["prompt_longer_than_max_length"] == 1
     assert prepared.report["rows_kept"] == 40
+
+
+def test_pairs_command_writes_self_play_pairs_that_train_a_reward_model(tiny_llama, tmp_path):
+    """tuneforge pairs: each distinct prompt once, the data's answer chosen and the SFT run's own greedy answer
+    rejected; the file trains as preference data; data without conversations stops in one line."""
+    import subprocess
+    import sys
+
+    from conftest import generative_config
+
+    rows = make_chat_rows(40)
+    chat = write_jsonl(tmp_path / "chat.jsonl", rows + rows[:5])  # five prompts twice: one pair each
+    sft = _run(generative_config(tiny_llama, chat, train={"epochs": 1}), tmp_path / "sft").run_dir
+    out = tmp_path / "pairs.jsonl"
+    done = subprocess.run([sys.executable, "-m", "tuneforge.cli", "pairs", "--from", str(sft), "--data", str(chat),
+                           "--output", str(out), "--max-new-tokens", "6"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout)
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert facts["records"] == 45 and facts["prompts"] == 40
+    assert len(written) == facts["pairs"] == 40 - facts["dropped_equal_answers"] > 0
+    answers = {json.dumps(r["messages"][:-1], sort_keys=True): r["messages"][-1]["content"] for r in reversed(rows)}
+    for pair in written:
+        assert pair["chosen"] == answers[json.dumps(pair["prompt"], sort_keys=True)] != pair["rejected"]
+    _run(preference_config(str(sft), out, "reward-model", train={"epochs": 1}), tmp_path / "rm")
+
+    raw = write_jsonl(tmp_path / "raw.jsonl", [{"text": "plain text to continue"}, {"text": "more of it"}])
+    bad = subprocess.run([sys.executable, "-m", "tuneforge.cli", "pairs", "--from", str(sft), "--data", str(raw),
+                          "--output", str(tmp_path / "x.jsonl")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "chat data" in bad.stderr, bad.stderr
